@@ -1,0 +1,139 @@
+"""The `vision3d` command line. Thin: it parses arguments and calls library code.
+
+Every user error is one line on stderr and exit code 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from vision3d.errors import UserError
+
+# (group, command) -> module with ``add_arguments(parser)`` and ``main(args) -> int``.
+# Imported only when that command runs, so `vision3d --help` stays fast.
+SUBCOMMANDS: dict[tuple[str, str], tuple[str, str]] = {
+    ("data", "synth"): ("vision3d.data.synth_views", "render multi-view RGB/depth/masks of pybullet models (transforms.json)"),
+    ("data", "synth-lidar"): ("vision3d.data.synth_lidar", "simulate 64-beam LiDAR scans of pybullet scenes (KITTI format)"),
+    ("eval", "kitti"): ("vision3d.eval.kitti", "official KITTI object metrics (AP bbox/bev/3d/aos, R11/R40)"),
+    ("eval", "waymo"): ("vision3d.eval.waymo", "Waymo AP/APH at LEVEL_1/LEVEL_2"),
+    ("eval", "depth"): ("vision3d.eval.depth", "depth metrics (RMSE, MAE, iRMSE, iMAE, REL, delta<1.25)"),
+    ("eval", "views"): ("vision3d.eval.views", "PSNR/SSIM/LPIPS of rendered views against ground truth"),
+}
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from vision3d.pipeline.config import load_job
+    from vision3d.pipeline.runner import run_job
+
+    job = load_job(Path(args.config), args.set)
+    result = run_job(job, out=Path(args.out) if args.out else None, device=args.device, force=args.force)
+    print(f"done: {result.run_dir}")
+    for sid, m in result.metrics.items():
+        flat = {k: v for k, v in m.items() if isinstance(v, (int, float, str, bool))}
+        if flat:
+            print(f"  {sid}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in flat.items()))
+    return 0
+
+
+def _cmd_pipelines(args: argparse.Namespace) -> int:
+    from vision3d.pipeline.config import available_pipelines, load_pipeline
+
+    for name in available_pipelines():
+        spec = load_pipeline(name)
+        print(f"{name:24s} {spec.description}")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from vision3d.pipeline.config import default_job_yaml
+
+    sys.stdout.write(default_job_yaml(args.pipeline))
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from vision3d.info import backend_report
+
+    for line in backend_report():
+        print(line)
+    return 0
+
+
+def _cmd_app(args: argparse.Namespace) -> int:
+    from vision3d.app import launch
+
+    launch(host=args.host, port=args.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vision3d", description="3D vision from sparse inputs.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    r = sub.add_parser("run", help="run a job config")
+    r.add_argument("config", help="job config YAML (see configs/)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config value, e.g. --set stages.train.iterations=500 (repeatable)")
+    r.add_argument("--out", help="run directory (overrides the config's out)")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides the config's device")
+    r.add_argument("--force", action="store_true", help="re-run stages even when unchanged")
+    r.set_defaults(func=_cmd_run)
+
+    sub.add_parser("pipelines", help="list the named pipelines").set_defaults(func=_cmd_pipelines)
+    c = sub.add_parser("config", help="print a complete, commented default job config for a pipeline")
+    c.add_argument("pipeline")
+    c.set_defaults(func=_cmd_config)
+    sub.add_parser("info", help="versions and which backends are usable here").set_defaults(func=_cmd_info)
+    a = sub.add_parser("app", help="start the Gradio app on localhost")
+    a.add_argument("--host", default="127.0.0.1")
+    a.add_argument("--port", type=int, default=7860)
+    a.set_defaults(func=_cmd_app)
+
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for (group, name), (module, help_) in SUBCOMMANDS.items():
+        if group not in groups:
+            g = sub.add_parser(group, help=f"{group} commands")
+            groups[group] = g.add_subparsers(dest=f"{group}_command", metavar="COMMAND")
+            groups[group].required = True
+        sp = groups[group].add_parser(name, help=help_)
+        sp.set_defaults(module=module)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Two passes for module commands: their arguments are added once we know which one runs.
+    args, rest = parser.parse_known_args(argv)
+    debug = args.debug or os.environ.get("VISION3D_DEBUG") == "1"
+    try:
+        if getattr(args, "module", None):
+            mod = importlib.import_module(args.module)
+            group = args.command
+            sub = argparse.ArgumentParser(prog=f"vision3d {group} {getattr(args, group + '_command')}",
+                                          description=(mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else None)
+            mod.add_arguments(sub)
+            sub_args = sub.parse_args(rest)
+            sub_args.debug = debug
+            return int(mod.main(sub_args) or 0)
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return int(args.func(args) or 0)
+    except UserError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: completed stages are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Pinhole cameras in the OpenCV convention.
+
+Convention (the only one used inside vision3d; converters live in ``vision3d.io``):
+x right, y down, z forward; ``world_to_cam`` maps homogeneous world points to the
+camera frame; ``K`` maps camera points to pixels with pixel centres at +0.5, so
+the centre of the top-left pixel is (0.5, 0.5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Cameras:
+    """A batch of C pinhole cameras.
+
+    Attributes:
+        world_to_cam: [C, 4, 4] float, rigid transforms world -> camera (OpenCV).
+        K: [C, 3, 3] float, intrinsics in pixels (pixel centres at +0.5).
+        width: image width in pixels (shared by all views).
+        height: image height in pixels (shared by all views).
+        names: optional per-view names (e.g. image file names), length C.
+    """
+
+    world_to_cam: torch.Tensor
+    K: torch.Tensor
+    width: int
+    height: int
+    names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.world_to_cam.ndim == 2:
+            self.world_to_cam = self.world_to_cam[None]
+        if self.K.ndim == 2:
+            self.K = self.K[None]
+        if self.world_to_cam.shape[1:] != (4, 4) or self.K.shape[1:] != (3, 3):
+            raise ValueError(
+                f"Cameras: expected world_to_cam [C,4,4] and K [C,3,3], got "
+                f"{tuple(self.world_to_cam.shape)} and {tuple(self.K.shape)}"
+            )
+        if self.world_to_cam.shape[0] != self.K.shape[0]:
+            raise ValueError("Cameras: world_to_cam and K disagree on the number of views")
+
+    def __len__(self) -> int:
+        return self.world_to_cam.shape[0]
+
+    def __getitem__(self, idx) -> "Cameras":
+        if isinstance(idx, int):
+            idx = [idx]
+        names = [self.names[i] for i in torch.arange(len(self))[idx].tolist()] if self.names else []
+        return Cameras(self.world_to_cam[idx], self.K[idx], self.width, self.height, names)
+
+    def to(self, device) -> "Cameras":
+        return Cameras(self.world_to_cam.to(device), self.K.to(device), self.width, self.height, list(self.names))
+
+    @property
+    def cam_to_world(self) -> torch.Tensor:
+        """[C, 4, 4] camera -> world transforms."""
+        return torch.linalg.inv(self.world_to_cam)
+
+    @property
+    def centers(self) -> torch.Tensor:
+        """[C, 3] camera centres in world coordinates."""
+        return self.cam_to_world[:, :3, 3]
+
+    def project(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project world points into every view.
+
+        Args:
+            points: [N, 3] world points.
+        Returns:
+            uv: [C, N, 2] pixel coordinates (pixel centres at +0.5).
+            z: [C, N] depth along the optical axis (camera z), same units as the world.
+        """
+        R = self.world_to_cam[:, :3, :3]
+        t = self.world_to_cam[:, :3, 3]
+        pc = torch.einsum("cij,nj->cni", R, points) + t[:, None, :]
+        z = pc[..., 2]
+        pix = torch.einsum("cij,cnj->cni", self.K, pc)
+        uv = pix[..., :2] / pix[..., 2:3].clamp_min(1e-12)
+        return uv, z
+
+    def pixel_rays(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """World-space rays through every pixel centre of view ``index``.
+
+        Returns:
+            origins: [H, W, 3]; directions: [H, W, 3] with unit camera-z component
+            (so ``origin + d * direction`` is the point at depth d).
+        """
+        dev, dt = self.K.device, self.K.dtype
+        v, u = torch.meshgrid(
+            torch.arange(self.height, device=dev, dtype=dt) + 0.5,
+            torch.arange(self.width, device=dev, dtype=dt) + 0.5,
+            indexing="ij",
+        )
+        pix = torch.stack([u, v, torch.ones_like(u)], -1)
+        d_cam = pix @ torch.linalg.inv(self.K[index]).T
+        c2w = self.cam_to_world[index]
+        d_world = d_cam @ c2w[:3, :3].T
+        origins = c2w[:3, 3].expand_as(d_world)
+        return origins, d_world
+
+
+def look_at(eye: torch.Tensor, target: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
+    """OpenCV world_to_cam [4, 4] for a camera at ``eye`` [3] looking at ``target`` [3].
+
+    ``up`` [3] is the world up direction (default +z); the image y axis points
+    against it.
+    """
+    eye = torch.as_tensor(eye, dtype=torch.float64)
+    target = torch.as_tensor(target, dtype=torch.float64)
+    up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64) if up is None else torch.as_tensor(up, dtype=torch.float64)
+    z = target - eye
+    z = z / z.norm()
+    x = torch.linalg.cross(z, up)
+    if x.norm() < 1e-9:  # looking straight along up: any perpendicular works
+        x = torch.linalg.cross(z, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+    x = x / x.norm()
+    y = torch.linalg.cross(z, x)
+    R = torch.stack([x, y, z])  # rows: camera axes in world coordinates
+    w2c = torch.eye(4, dtype=torch.float64)
+    w2c[:3, :3] = R
+    w2c[:3, 3] = -R @ eye
+    return w2c.float()
+
+
+def intrinsics_from_fov(fov_y_deg: float, width: int, height: int) -> torch.Tensor:
+    """K [3, 3] for a vertical field of view in degrees, principal point at the image centre."""
+    import math
+
+    fy = 0.5 * height / math.tan(math.radians(fov_y_deg) / 2)
+    return torch.tensor([[fy, 0.0, width / 2], [0.0, fy, height / 2], [0.0, 0.0, 1.0]])
