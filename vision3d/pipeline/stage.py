@@ -127,7 +127,6 @@ _REGISTRY: dict[str, type[Stage]] = {}
 # Modules that register stages; imported on first lookup so that the CLI starts
 # fast and a broken optional method does not break unrelated pipelines.
 STAGE_MODULES = (
-    "vision3d.pipeline.builtin_stages",
     "vision3d.recon.stages",
     "vision3d.depth.stages",
     "vision3d.detect.stages",

@@ -1,0 +1,289 @@
+"""Image, mask and depth-image files.
+
+Conventions:
+    * Colour images are float32 tensors ``[H, W, 3]`` in [0, 1], row 0 at the top,
+      exactly as displayed: the EXIF orientation tag (phone photos) is applied
+      on load with ``PIL.ImageOps.exif_transpose``.
+    * RGBA images: :func:`load_image` composites them over a background colour
+      (white by default, as nerfstudio's Blender loader does);
+      :func:`load_image_rgba` returns colour and alpha separately.
+    * Masks are ``[H, W]`` bool, stored as 8-bit single-channel PNG (0 / 255),
+      the layout nerfstudio's ``mask_path`` expects.
+    * Depth images are ``[H, W]`` float32 metres (z-depth, 0 = missing), stored
+      as 16-bit single-channel PNG in units of ``scale`` metres (default 1e-3,
+      i.e. millimetres: nerfstudio's ``depth_unit_scale_factor``).
+
+Every writer is atomic (see :mod:`vision3d.io.atomic`). Unreadable files raise
+:class:`vision3d.errors.UserError` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from vision3d.errors import UserError
+from vision3d.io.atomic import atomic_path
+
+#: Extensions :func:`list_images` picks up (case-insensitive).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# Formats users commonly try that PIL cannot decode without plugins: named in errors.
+_UNSUPPORTED_HINTS = {".heic": "HEIC (iPhone)", ".heif": "HEIF", ".dng": "RAW", ".cr2": "RAW", ".nef": "RAW"}
+
+
+def _open(path: Path):
+    """Open and fully decode an image with PIL, EXIF orientation applied."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: image file not found; check the path")
+    hint = _UNSUPPORTED_HINTS.get(path.suffix.lower())
+    if hint:
+        raise UserError(f"{path}: {hint} images are not supported; convert it to PNG or JPEG")
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now so truncated files fail here, not later
+            out = ImageOps.exif_transpose(im)
+            if out is im:  # exif_transpose may return the same object; detach it from the file
+                out = im.copy()
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not an image file PIL can read; use PNG or JPEG") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        # OSError covers truncated/corrupt files; DecompressionBombError is a subclass of Exception
+        raise UserError(f"{path}: could not decode image ({e}); re-export it as PNG or JPEG") from None
+    except Image.DecompressionBombError as e:
+        raise UserError(f"{path}: image is too large ({e}); downscale it") from None
+    return out
+
+
+def _to_float_array(im) -> np.ndarray:
+    """PIL image -> float32 [H, W, C] in [0, 1], C in {1, 3, 4}."""
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im).astype(np.float32) / 65535.0  # 16-bit greyscale PNGs
+        return np.clip(a, 0.0, 1.0)[..., None]
+    if mode == "F":
+        return np.asarray(im, dtype=np.float32)[..., None]
+    if mode in ("1", "L"):
+        return np.asarray(im.convert("L"), dtype=np.float32)[..., None] / 255.0
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in im.info):
+        return np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+    return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def load_image_rgba(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Load an image as colour and (if present) alpha.
+
+    Args:
+        path: PNG/JPEG/WebP/BMP/TIFF file. EXIF orientation is applied.
+    Returns:
+        rgb: [H, W, 3] float32 in [0, 1] (not premultiplied; greyscale is replicated).
+        alpha: [H, W] float32 in [0, 1], or None when the file has no alpha channel.
+    Raises:
+        UserError: missing, unreadable or unsupported file.
+    """
+    a = _to_float_array(_open(Path(path)))
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    alpha = None
+    if a.shape[-1] == 4:
+        alpha = torch.from_numpy(np.ascontiguousarray(a[..., 3]))
+        a = a[..., :3]
+    return torch.from_numpy(np.ascontiguousarray(a)), alpha
+
+
+def load_image(path: str | os.PathLike, background: Sequence[float] = (1.0, 1.0, 1.0)) -> torch.Tensor:
+    """Load an image as float RGB.
+
+    Args:
+        path: PNG/JPEG/WebP/BMP/TIFF file. EXIF orientation is applied.
+        background: RGB in [0, 1] that RGBA images are composited over
+            (``rgb * alpha + background * (1 - alpha)``); use
+            :func:`load_image_rgba` to get the alpha channel instead.
+    Returns:
+        [H, W, 3] float32 in [0, 1].
+    Raises:
+        UserError: missing, unreadable or unsupported file.
+    """
+    rgb, alpha = load_image_rgba(path)
+    if alpha is not None:
+        bg = torch.tensor(background, dtype=rgb.dtype)
+        rgb = rgb * alpha[..., None] + bg * (1 - alpha[..., None])
+    return rgb
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of an image as displayed (after EXIF orientation), without decoding pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: image file not found; check the path")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not an image file PIL can read; use PNG or JPEG") from None
+    except OSError as e:
+        raise UserError(f"{path}: could not read image ({e}); re-export it as PNG or JPEG") from None
+    # Orientations 5-8 rotate by 90 degrees and swap width and height.
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by file name.
+
+    Hidden files (starting with ".") and non-image extensions are skipped, so
+    stray files such as ``.DS_Store`` or ``notes.txt`` do not break a folder.
+    Files named like HEIC/RAW photos raise, since the user probably meant them.
+
+    Raises:
+        UserError: the folder does not exist, holds no images, or holds HEIC/RAW files.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: image folder not found; check the path")
+    files = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=lambda p: p.name)
+    for p in files:
+        hint = _UNSUPPORTED_HINTS.get(p.suffix.lower())
+        if hint:
+            raise UserError(f"{p}: {hint} images are not supported; convert it to PNG or JPEG")
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    if not images:
+        raise UserError(f"{folder}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)}); add PNG or JPEG files")
+    return images
+
+
+def load_image_folder(folder: str | os.PathLike, max_side: int | None = None,
+                      background: Sequence[float] = (1.0, 1.0, 1.0)) -> tuple[list[Path], torch.Tensor]:
+    """Load every image of a folder (see :func:`list_images` for which files).
+
+    Args:
+        folder: directory of PNG/JPEG images, all of the same size.
+        max_side: if given, images whose longer side exceeds it are downscaled
+            (Lanczos, aspect ratio kept) so that the longer side equals it.
+        background: composite colour for RGBA images (see :func:`load_image`).
+    Returns:
+        paths: the N image paths, sorted by name.
+        images: [N, H, W, 3] float32 in [0, 1].
+    Raises:
+        UserError: unreadable file, or images of different sizes (naming both).
+    """
+    from PIL import Image
+
+    paths = list_images(folder)
+    out = []
+    for p in paths:
+        img = load_image(p, background)
+        if max_side is not None and max(img.shape[:2]) > max_side:
+            h, w = img.shape[:2]
+            s = max_side / max(h, w)
+            nw, nh = max(1, round(w * s)), max(1, round(h * s))
+            pil = Image.fromarray((img.numpy() * 255 + 0.5).astype(np.uint8)).resize((nw, nh), Image.LANCZOS)
+            img = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0)
+        if out and img.shape != out[0].shape:
+            h0, w0 = out[0].shape[:2]
+            h, w = img.shape[:2]
+            raise UserError(
+                f"{p}: image is {w}x{h} but {paths[0].name} is {w0}x{h0}; all images in {Path(folder)} "
+                f"must have the same size (crop or resize them to one size)"
+            )
+        out.append(img)
+    return paths, torch.stack(out)
+
+
+def _as_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def save_image(path: str | os.PathLike, image, quality: int = 95) -> Path:
+    """Write an image atomically; the format follows the suffix (.png, .jpg, ...).
+
+    Args:
+        path: output file.
+        image: [H, W, 3] (or [H, W] / [H, W, 1] greyscale, or [H, W, 4] RGBA)
+            float in [0, 1] (clamped, rounded to 8 bits) or uint8; tensor or array.
+        quality: JPEG quality.
+    Returns:
+        Path(path).
+    """
+    from PIL import Image
+
+    a = _as_numpy(image)
+    if a.dtype != np.uint8:
+        a = (np.clip(a.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
+        raise ValueError(f"save_image: expected [H,W,3], [H,W,4] or [H,W], got {a.shape}")
+    im = Image.fromarray(np.ascontiguousarray(a))
+    path = Path(path)
+    kwargs = {"quality": quality} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    if kwargs and im.mode == "RGBA":
+        im = im.convert("RGB")
+    with atomic_path(path) as tmp:
+        im.save(tmp, format=Image.registered_extensions().get(path.suffix.lower()), **kwargs)
+    return path
+
+
+def load_mask(path: str | os.PathLike) -> torch.Tensor:
+    """Load a mask image as [H, W] bool (True where the pixel value is > 0.5 of full scale).
+
+    Colour masks use their first channel; RGBA masks their alpha.
+    """
+    a = _to_float_array(_open(Path(path)))
+    ch = a[..., 3] if a.shape[-1] == 4 else a[..., 0]
+    return torch.from_numpy(ch > 0.5)
+
+
+def save_mask(path: str | os.PathLike, mask) -> Path:
+    """Write a [H, W] bool mask as an 8-bit single-channel PNG (0 / 255), atomically."""
+    m = _as_numpy(mask).astype(bool)
+    if m.ndim != 2:
+        raise ValueError(f"save_mask: expected [H, W], got {m.shape}")
+    return save_image(path, m.astype(np.uint8) * 255)
+
+
+def save_depth_png(path: str | os.PathLike, depth, scale: float = 1e-3) -> Path:
+    """Write z-depth as a 16-bit single-channel PNG, atomically.
+
+    Args:
+        depth: [H, W] float metres; 0, negative, NaN or inf mean missing and are stored as 0.
+        scale: metres per PNG unit (1e-3: millimetres, nerfstudio's default).
+            Depths beyond 65535 * scale are clipped to 65535.
+    """
+    from PIL import Image
+
+    d = _as_numpy(depth).astype(np.float64)
+    if d.ndim != 2:
+        raise ValueError(f"save_depth_png: expected [H, W], got {d.shape}")
+    valid = np.isfinite(d) & (d > 0)
+    q = np.where(valid, np.round(np.where(valid, d, 0.0) / scale), 0.0)
+    q = np.clip(q, 0, 65535).astype(np.uint16)
+    with atomic_path(path) as tmp:
+        Image.fromarray(q).save(tmp, format="PNG")  # uint16 array -> mode "I;16"
+    return Path(path)
+
+
+def load_depth_png(path: str | os.PathLike, scale: float = 1e-3) -> torch.Tensor:
+    """Load a 16-bit depth PNG as [H, W] float32 metres (value * scale; 0 = missing).
+
+    Raises:
+        UserError: unreadable file, or an 8-bit/colour image (not a depth map).
+    """
+    path = Path(path)
+    im = _open(path)
+    if im.mode not in ("I;16", "I;16B", "I;16L", "I"):
+        raise UserError(
+            f"{path}: depth images must be 16-bit single-channel PNG (got PIL mode {im.mode}); "
+            f"write depth with save_depth_png or in millimetres as uint16"
+        )
+    return torch.from_numpy(np.asarray(im).astype(np.float32) * np.float32(scale))
