@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
             g = sub.add_parser(group, help=f"{group} commands")
             groups[group] = g.add_subparsers(dest=f"{group}_command", metavar="COMMAND")
             groups[group].required = True
-        sp = groups[group].add_parser(name, help=help_)
+        sp = groups[group].add_parser(name, help=help_, add_help=False)  # -h goes to the module's parser
         sp.set_defaults(module=module)
     return p
 
