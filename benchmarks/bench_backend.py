@@ -176,36 +176,63 @@ def _bench_voxelize(device: str) -> None:
     g = torch.Generator().manual_seed(0)
     for order, pts in (("ring", scan), ("shuffled", scan[torch.randperm(len(scan), generator=g)])):
         pts = pts.to(device)
-        ours_be = "numpy" if device == "cpu" else "torch"
-        fns = {"ours": lambda p=pts, v=Voxelizer(VOX_VS, VOX_PR, VOX_T, VOX_MAX, backend=ours_be): v(p)}
         if device == "cpu":
-            fns["ours_torch"] = lambda p=pts, v=Voxelizer(VOX_VS, VOX_PR, VOX_T, VOX_MAX, backend="torch"): v(p)
+            from vision3d.backend.voxels.voxelization import cpp_ops
+
+            ours_be = "cpp" if cpp_ops() is not None else "numpy"  # what "auto" runs on CPU
+        else:
+            ours_be = "torch"
+        fns = {"ours": lambda p=pts, v=Voxelizer(VOX_VS, VOX_PR, VOX_T, VOX_MAX, backend=ours_be): v(p)}
+        extra = {}  # other CPU backends, each timed in its own interleaved pair with spconv
+        if device == "cpu":
+            if ours_be != "numpy":
+                extra["ours_numpy"] = lambda p=pts, v=Voxelizer(VOX_VS, VOX_PR, VOX_T, VOX_MAX, backend="numpy"): v(p)
+            extra["ours_torch"] = lambda p=pts, v=Voxelizer(VOX_VS, VOX_PR, VOX_T, VOX_MAX, backend="torch"): v(p)
         if spconv_available():
             import_spconv()
             from spconv.pytorch.utils import PointToVoxel
 
             gen = PointToVoxel(list(VOX_VS), list(VOX_PR), 4, VOX_MAX, VOX_T, device=torch.device(device))
             fns["spconv"] = lambda p=pts, gen=gen: gen(p)
+        # Interleave pairs only: a multi-threaded torch op leaves OpenMP
+        # threads spinning for a while, which taxes whichever callable comes
+        # next in a larger rotation. The slow torch path is timed alone.
         res = _interleaved(fns, runs, warmup, device)
+        for name, fn in extra.items():
+            pair = {name: fn}
+            if name == "ours_numpy" and "spconv" in fns:
+                pair["spconv"] = fns["spconv"]
+            n = runs if name != "ours_torch" else max(runs // 5, 5)
+            r = _interleaved(pair, n, warmup, device)
+            res[name] = r[name]
+            if "spconv" in r:
+                res[name + "_spconv"] = r["spconv"]
         out = fns["ours"]()
         fields = dict(bench="voxelize", device=device, order=order, points=len(pts), voxels=len(out.coords),
                       max_points_per_voxel=VOX_T, max_voxels=VOX_MAX, backend=ours_be,
                       median_s=round(res["ours"][0], 6), min_s=round(res["ours"][1], 6), runs=runs)
+        if "ours_numpy" in res:
+            fields["numpy_backend_median_s"] = round(res["ours_numpy"][0], 6)
+            fields["numpy_backend_min_s"] = round(res["ours_numpy"][1], 6)
         if "ours_torch" in res:
             fields["torch_backend_median_s"] = round(res["ours_torch"][0], 6)
         if "spconv" in res:
             fields["spconv_median_s"] = round(res["spconv"][0], 6)
             fields["spconv_min_s"] = round(res["spconv"][1], 6)
             fields["ratio_vs_spconv"] = round(res["ours"][0] / res["spconv"][0], 3)
+            fields["ratio_vs_spconv_min"] = round(res["ours"][1] / res["spconv"][1], 3)
+            if "ours_numpy_spconv" in res:
+                fields["numpy_ratio_vs_spconv"] = round(res["ours_numpy"][0] / res["ours_numpy_spconv"][0], 3)
         else:
             fields["spconv"] = "not installed"
+        fields["loadavg_1min"] = round(os.getloadavg()[0], 2)
         if device == "cuda":
             fields["gpu"] = torch.cuda.get_device_name()
         _emit(**fields)
 
 
 def bench_voxelize_cpu() -> None:
-    """Ours vs spconv PointToVoxel on a 120k-point KITTI-like scan, CPU."""
+    """Ours (default CPU backend: "cpp", and "numpy", "torch") vs spconv PointToVoxel, 120k-point KITTI-like scan."""
     _bench_voxelize("cpu")
 
 

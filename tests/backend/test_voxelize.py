@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import pytest
 import torch
 
 from vision3d.backend import Voxelizer, collate_voxels, voxelize, voxelize_dynamic
+from vision3d.backend import _cpp
 from vision3d.backend.voxels import VoxelGrid
+from vision3d.backend.voxels import voxelization as V
 from vision3d.backend.voxels.synthetic import synthetic_kitti_scan
 from vision3d.errors import UserError
 
 KITTI_VS = (0.2, 0.2, 0.4)
 KITTI_PR = (0.0, -40.0, -3.0, 70.4, 40.0, 1.0)
-OURS = ("numpy", "torch")
+OURS = ("cpp", "numpy", "torch")  # "cpp" is the CPU default; all three must equal spconv
 
 
 def _spconv_p2v(points, vs, pr, T, mv):
@@ -234,9 +239,63 @@ def test_cuda_paths(scan):
 def test_large_grids_numpy_equals_torch(vs):
     # 3.6e9 cells (int64 keys, two-pass radix) and 1.8e14 cells (torch sort);
     # spconv's CPU PointToVoxel would need a dense table of the whole grid.
+    # "cpp" hands grids over CPP_MAX_CELLS to numpy.
     pts = _messy_points(seed=6)
     a = voxelize(pts, vs, MESSY_PR, 2, 3000, return_point_voxel_id=True, backend="numpy")
     b = voxelize(pts, vs, MESSY_PR, 2, 3000, return_point_voxel_id=True, backend="torch")
+    c = voxelize(pts, vs, MESSY_PR, 2, 3000, return_point_voxel_id=True, backend="cpp")
+    for x, y, z in zip(a, b, c):
+        assert torch.equal(x, y) and torch.equal(x, z)
+    assert VoxelGrid.create(vs, MESSY_PR).num_cells > 2**31
+
+
+# --------------------------------------------------------------------------- the C++ path
+
+
+def test_cpp_extension_builds_and_is_the_cpu_default():
+    # Fail loudly rather than let every "cpp" case above quietly test numpy.
+    if os.environ.get("VISION3D_VOXEL_CPU_EXT") == "0":
+        pytest.skip("C++ voxeliser disabled by VISION3D_VOXEL_CPU_EXT=0")
+    assert V.cpp_ops() is not None, f"C++ voxeliser failed to build: {_cpp.extension_error('vision3d_voxel_cpu')}"
+    assert V._resolve_backend("auto", torch.device("cpu")) == "cpp"
+
+
+def test_cpp_grid_sizes_and_repeated_calls():
+    # The per-thread cell table is reused across calls and grids (reset after
+    # each call); a grid over 2**24 cells takes a per-call table instead.
+    pts = _messy_points(seed=7)
+    grids = [(MESSY_VS, MESSY_PR), ((0.004, 0.004, 0.05), MESSY_PR), ((0.1, 0.1, 0.1), MESSY_PR)]
+    assert VoxelGrid.create(*grids[1]).num_cells > 2**24
+    for vs, pr in grids + grids[::-1]:
+        for mv in (10**6, 37):
+            a = voxelize(pts, vs, pr, 3, mv, return_point_voxel_id=True, backend="cpp")
+            b = voxelize(pts, vs, pr, 3, mv, return_point_voxel_id=True, backend="numpy")
+            for x, y in zip(a, b):
+                assert torch.equal(x, y)
+    # non-contiguous input and a requires_grad input
+    p = torch.cat([pts, pts], 1)[:, ::2].requires_grad_()
+    a = voxelize(p, MESSY_VS, MESSY_PR, 3, 1000, return_point_voxel_id=True, backend="cpp")
+    b = voxelize(p.detach().contiguous(), MESSY_VS, MESSY_PR, 3, 1000, return_point_voxel_id=True, backend="numpy")
     for x, y in zip(a, b):
         assert torch.equal(x, y)
-    assert VoxelGrid.create(vs, MESSY_PR).num_cells > 2**31
+
+
+def test_cpp_build_failure_warns_once_and_uses_numpy(monkeypatch):
+    monkeypatch.delenv("VISION3D_VOXEL_CPU_EXT", raising=False)
+    monkeypatch.setitem(_cpp._registry, V._CPP_NAME, _cpp.new_state())
+
+    def broken_build(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(_cpp, "build_extension", broken_build)
+    pts = _messy_points(seed=8)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        a = voxelize(pts, MESSY_VS, MESSY_PR, 3, 100, return_point_voxel_id=True)
+        b = voxelize(pts, MESSY_VS, MESSY_PR, 3, 100, return_point_voxel_id=True, backend="cpp")
+    msgs = [str(x.message) for x in w if issubclass(x.category, RuntimeWarning)]
+    assert len(msgs) == 1 and "C++ CPU voxeliser" in msgs[0] and "no compiler here" in msgs[0]
+    assert "no compiler here" in _cpp.extension_error(V._CPP_NAME)
+    ref = voxelize(pts, MESSY_VS, MESSY_PR, 3, 100, return_point_voxel_id=True, backend="numpy")
+    for x, y, z in zip(a, b, ref):
+        assert torch.equal(x, z) and torch.equal(y, z)

@@ -13,10 +13,16 @@ exactly: same voxel set, same order, same points in the same slots, same
   slots if all ``max_points_per_voxel`` are taken (it keeps its
   ``point_voxel_id``, as in spconv).
 
-Three implementations, one result (``backend=``):
+Four implementations, one result (``backend=``):
 
-* ``"numpy"``: CPU, vectorised numpy plus torch's radix sort; the default on
-  CPU (fastest here: see BENCHMARKS.md, "Backend: voxels").
+* ``"cpp"``: CPU, a small C++ extension (``csrc/voxelize_cpu.cpp``, built on
+  first use by :mod:`vision3d.backend._cpp`): one sequential pass with a dense
+  per-cell table, as spconv's CPU kernel. The default on CPU (fastest: see
+  BENCHMARKS.md, "Backend: voxels"). Grids over ``CPP_MAX_CELLS`` cells go to
+  ``"numpy"``; so does everything, after one warning, when the extension
+  cannot be built (``VISION3D_VOXEL_CPU_EXT=0`` skips it on purpose).
+* ``"numpy"``: CPU, vectorised numpy plus torch's radix sort; no compiler
+  needed, no limit on the grid size.
 * ``"torch"``: pure torch on any device, same first-come result.
 * ``"spconv"``: spconv's own ``PointToVoxel`` (CPU or CUDA). On CUDA, spconv
   builds voxels through a hash table with atomics: the voxel set and counts
@@ -28,15 +34,42 @@ Three implementations, one result (``backend=``):
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 
+from vision3d.backend import _cpp
 from vision3d.backend.voxels.grid import VoxelGrid
 from vision3d.errors import UserError
 
-_BACKENDS = ("auto", "numpy", "torch", "spconv")
+_BACKENDS = ("auto", "cpp", "numpy", "torch", "spconv")
+
+#: Largest grid (cells) the ``"cpp"`` path takes; larger ones go to ``"numpy"``.
+#: Its dense int32 table is cached per thread up to 2**24 cells (64 MB) and
+#: allocated per call (lazily zeroed pages) above that.
+CPP_MAX_CELLS = 50_000_000
+
+_CPP_NAME = "vision3d_voxel_cpu"  # TORCH_LIBRARY name in the source
+_CPP_SRC = Path(__file__).parent / "csrc" / "voxelize_cpu.cpp"
+
+
+def cpp_ops():
+    """``torch.ops.vision3d_voxel_cpu`` (built on first call), or None if it cannot be built.
+
+    None also when ``VISION3D_VOXEL_CPU_EXT=0``. A failed build warns once;
+    :func:`vision3d.backend._cpp.extension_error` says why.
+    """
+    return _cpp.load_extension(
+        _CPP_NAME,
+        _CPP_SRC,
+        cflags=["-O3", "-std=c++17"],
+        ldflags=[],
+        env_var="VISION3D_VOXEL_CPU_EXT",
+        what="the C++ CPU voxeliser",
+        fallback='backend="numpy" (same result, slower on ring-ordered scans)',
+    )
 
 
 class HardVoxels(NamedTuple):
@@ -102,13 +135,36 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
         raise UserError(f"backend must be one of {', '.join(_BACKENDS)}; got {backend!r}")
     if backend == "auto":
         if device.type == "cpu":
-            return "numpy"
+            return "cpp"
         from vision3d.backend.sparse_conv import spconv_available
 
         return "spconv" if spconv_available() else "torch"
-    if backend == "numpy" and device.type != "cpu":
-        raise UserError(f"backend='numpy' runs on CPU tensors only; points are on {device}")
+    if backend in ("numpy", "cpp") and device.type != "cpu":
+        raise UserError(f"backend={backend!r} runs on CPU tensors only; points are on {device}")
     return backend
+
+
+# --------------------------------------------------------------------------- C++ (CPU)
+
+
+def _cpp_takes(points: torch.Tensor, grid: VoxelGrid, T: int, max_voxels: int) -> bool:
+    """Whether the C++ path can take this call (else it goes to numpy)."""
+    N = points.shape[0]
+    return (
+        grid.num_cells <= CPP_MAX_CELLS
+        and N < 2**31
+        and min(max_voxels, N) * T < 2**40
+        and cpp_ops() is not None  # last: builds on first use
+    )
+
+
+def _hard_cpp(points: torch.Tensor, grid: VoxelGrid, T: int, max_voxels: int, want_ids: bool) -> HardVoxels:
+    ops = cpp_ops()
+    lo, vs, (X, Y, Z) = grid.point_cloud_range, grid.voxel_size, grid.grid_size_xyz
+    voxels, coords, num, pvid = ops.hard_voxelize(
+        points.detach().contiguous(), lo[0], lo[1], lo[2], vs[0], vs[1], vs[2], X, Y, Z, T, max_voxels, want_ids
+    )
+    return HardVoxels(voxels, coords, num, pvid if want_ids else None)
 
 
 # --------------------------------------------------------------------------- numpy (CPU)
@@ -445,7 +501,11 @@ def voxelize(
         max_points_per_voxel: T, slots per voxel; later points are dropped.
         max_voxels: voxels kept, first-come; points of later voxels are dropped.
         return_point_voxel_id: also return ``point_voxel_id`` (one more pass).
-        backend: ``"auto"``, ``"numpy"`` (CPU), ``"torch"`` or ``"spconv"``.
+        backend: ``"auto"`` (``"cpp"`` on CPU, ``"spconv"`` on CUDA when
+            installed, else ``"torch"``), ``"cpp"`` (CPU; falls back to
+            ``"numpy"`` for grids over ``CPP_MAX_CELLS`` cells or when the C++
+            extension cannot be built), ``"numpy"`` (CPU), ``"torch"`` or
+            ``"spconv"``.
 
     Returns:
         :class:`HardVoxels` ``(voxels [M, T, F], coords [M, 3] int32 zyx,
@@ -464,9 +524,11 @@ def voxelize(
 
 def _voxelize_grid(points, grid, T, mv, want_ids, backend) -> HardVoxels:
     be = _resolve_backend(backend, points.device)
+    if be == "cpp" and not _cpp_takes(points, grid, T, mv):
+        be = "numpy"  # grid too large, or no extension (cpp_ops() warned once)
     if be == "numpy" and points.dtype not in _NP_FLOAT:
         be = "torch"  # bfloat16 has no numpy twin
-    impl = {"numpy": _hard_numpy, "torch": _hard_torch, "spconv": _hard_spconv}[be]
+    impl = {"cpp": _hard_cpp, "numpy": _hard_numpy, "torch": _hard_torch, "spconv": _hard_spconv}[be]
     return impl(points, grid, T, mv, bool(want_ids))
 
 
