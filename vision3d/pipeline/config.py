@@ -59,6 +59,7 @@ class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     description: str = ""
+    example_data: str | None = None  # sample input (relative to the repo root) for `vision3d config`
     stages: list[PipelineStageSpec]
 
 
@@ -296,13 +297,11 @@ def default_job_yaml(pipeline_name: str) -> str:
     """A complete, commented default job config for a pipeline; it runs as printed
     (when run from the repository root with the sample data)."""
     spec = load_pipeline(pipeline_name)
-    pipe_path = available_pipelines()[spec.name]
-    defaults = load_yaml(pipe_path, "pipeline file")
     lines = [
         f"# Job config for pipeline '{spec.name}': {spec.description}",
         "# Run it with: vision3d run THIS_FILE.yaml   (relative paths are relative to this file)",
         f"pipeline: {spec.name}",
-        f"data: {defaults.get('example_data', 'assets/duck')}  # input data",
+        f"data: {spec.example_data}  # input data" if spec.example_data else "data: null  # input data: set it to your folder",
         f"out: runs/{spec.name}  # run directory",
         "device: auto  # auto | cpu | cuda",
         "seed: 0",
