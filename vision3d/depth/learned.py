@@ -1,0 +1,464 @@
+"""Learned depth completion in the spirit of OMNI-DC (Zuo et al., 2024).
+
+A small CNN does not predict depth itself. From the RGB image, the sparse depth,
+its validity mask and a classical fill (all scale-normalised: log of depth over
+the median of the sparse samples) it predicts, at L resolutions (1, 1/2, 1/4,
+...), the horizontal and vertical gradients of log-depth and a confidence
+(precision) for each. A *multi-resolution depth integration* layer then solves
+the sparse weighted least-squares problem
+
+    min_x  sum_l sum_edges w_l (D P_l x - g_l)^2            (gradients at scale l)
+         + alpha * sum_{sparse} (x - s)^2                   (sparse anchors)
+         + sum_all beta_p (x - prior)^2                      (pull to a prior)
+
+for the dense log-depth x, where P_l averages 2^l x 2^l blocks and D takes
+forward differences. The prior is the classical fill with a tiny constant
+weight, or (``GradNet(prior=True)``) the fill plus a predicted per-pixel
+residual with a predicted confidence beta_p. Coarse gradient terms tie distant pixels together so that
+conjugate gradients converge in few iterations; the solve is differentiable by
+implicit differentiation (the backward pass is a second CG solve with the same
+symmetric matrix), so memory does not grow with the number of iterations.
+
+Working in log-depth normalised by the sparse median makes the model
+scale-invariant: metric and up-to-scale inputs give the same relative output.
+
+Public API: :class:`GradNet`, :func:`predict`, :func:`integrate_depth`, :class:`LearnedCompleter`,
+:func:`save_checkpoint`, :func:`load_checkpoint`, :func:`default_checkpoint_path`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vision3d.errors import UserError
+
+ARCH = "v3d-gradnet"
+ARCH_VERSION = 1
+GRAD_SCALE = 0.02  # network units -> log-depth gradient per pixel
+PRIOR_SCALE = 0.1  # network units -> log-depth residual of the prior
+PRIOR_BETA = 0.01  # prior confidence at a zero network output
+
+
+# ----------------------------------------------------------------------------- integration
+
+
+def _dx_t(r: torch.Tensor) -> torch.Tensor:
+    """Adjoint of the forward x-difference ([..., W-1] -> [..., W])."""
+    return F.pad(r, (1, 0)) - F.pad(r, (0, 1))
+
+
+def _dy_t(r: torch.Tensor) -> torch.Tensor:
+    """Adjoint of the forward y-difference ([..., H-1, W] -> [..., H, W])."""
+    return F.pad(r, (0, 0, 1, 0)) - F.pad(r, (0, 0, 0, 1))
+
+
+def _pool(x: torch.Tensor, level: int) -> torch.Tensor:
+    return F.avg_pool2d(x, 2**level) if level else x
+
+
+def _pool_t(y: torch.Tensor, level: int) -> torch.Tensor:
+    """Adjoint of 2^l x 2^l average pooling: replicate and divide by the block size."""
+    if not level:
+        return y
+    k = 2**level
+    return F.interpolate(y, scale_factor=k, mode="nearest") / (k * k)
+
+
+class _System:
+    """The normal equations A x = b of the integration problem, as matrix-free operators.
+
+    ``grads`` is a list over levels of (gx, gy, wx, wy) with gx, wx [B,1,h,w-1] and
+    gy, wy [B,1,h-1,w] at that level's resolution h = H / 2^l.
+    """
+
+    def __init__(self, grads, anchor_w: torch.Tensor, anchors: torch.Tensor, beta: float, x0: torch.Tensor):
+        self.grads = grads
+        self.anchor_w = anchor_w  # [B,1,H,W] alpha * mask
+        self.anchors = anchors  # [B,1,H,W]
+        self.beta = beta
+        self.x0 = x0
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        out = (self.anchor_w + self.beta) * x
+        for level, (_, _, wx, wy) in enumerate(self.grads):
+            xl = _pool(x, level)
+            rx = wx * (xl[..., :, 1:] - xl[..., :, :-1])
+            ry = wy * (xl[..., 1:, :] - xl[..., :-1, :])
+            # D^T r accumulated in place (no padded copies): this runs ~100x per solve.
+            t = out if level == 0 else torch.zeros_like(xl)
+            t[..., :, :-1] -= rx
+            t[..., :, 1:] += rx
+            t[..., :-1, :] -= ry
+            t[..., 1:, :] += ry
+            if level:
+                out = out + _pool_t(t, level)
+        return out
+
+    def b(self) -> torch.Tensor:
+        out = self.anchor_w * self.anchors + self.beta * self.x0
+        for level, (gx, gy, wx, wy) in enumerate(self.grads):
+            out = out + _pool_t(_dx_t(wx * gx) + _dy_t(wy * gy), level)
+        return out
+
+    def diag(self) -> torch.Tensor:
+        d = self.anchor_w + self.beta
+        for level, (_, _, wx, wy) in enumerate(self.grads):
+            # (D^T W D)_cc = sum of the weights of the edges at c; P_l^T . P_l scales it by 1/16^l.
+            t = F.pad(wx, (1, 0)) + F.pad(wx, (0, 1)) + F.pad(wy, (0, 0, 1, 0)) + F.pad(wy, (0, 0, 0, 1))
+            d = d + _pool_t(t, level) / (4**level)
+        return d
+
+    def detached(self) -> "_System":
+        g = [tuple(t.detach() for t in lv) for lv in self.grads]
+        beta = self.beta.detach() if torch.is_tensor(self.beta) else self.beta
+        return _System(g, self.anchor_w.detach(), self.anchors.detach(), beta, self.x0.detach())
+
+
+def pcg(A: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, diag: torch.Tensor, iters: int,
+        x0: torch.Tensor | None = None) -> torch.Tensor:
+    """Jacobi-preconditioned conjugate gradients with a fixed number of iterations, batched.
+
+    Args:
+        A: symmetric positive-definite operator on [B,1,H,W] tensors.
+        b: [B,1,H,W] right-hand side. diag: [B,1,H,W] diagonal of A (> 0).
+        iters: iterations (fixed, so run time is predictable).
+        x0: initial guess (default 0).
+    Returns:
+        [B,1,H,W] approximate solution of A x = b.
+    """
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    r = b - A(x)
+    minv = 1.0 / diag
+    z = minv * r
+    p = z
+    rz = (r * z).sum((1, 2, 3), keepdim=True)
+    for _ in range(iters):
+        Ap = A(p)
+        pAp = (p * Ap).sum((1, 2, 3), keepdim=True)
+        alpha = rz / pAp.clamp_min(1e-30)
+        x = x + alpha * p
+        r = r - alpha * Ap
+        z = minv * r
+        rz_new = (r * z).sum((1, 2, 3), keepdim=True)
+        p = z + (rz_new / rz.clamp_min(1e-30)) * p
+        rz = rz_new
+    return x
+
+
+class _ImplicitSolve(torch.autograd.Function):
+    """y = A^{-1} r with the gradient A^{-1} g (A symmetric, treated as constant here)."""
+
+    @staticmethod
+    def forward(ctx, r, system, iters):  # noqa: D401 - autograd signature
+        ctx.system, ctx.iters = system, iters
+        with torch.no_grad():
+            return pcg(system.A, r, system.diag(), iters)
+
+    @staticmethod
+    def backward(ctx, g):
+        with torch.no_grad():
+            return pcg(ctx.system.A, g, ctx.system.diag(), ctx.iters), None, None
+
+
+def integrate_depth(grads, anchors: torch.Tensor, mask: torch.Tensor, x_init: torch.Tensor, *,
+                    alpha: float = 10.0, beta: float | torch.Tensor = 1e-3, iters: int = 100,
+                    backward_iters: int | None = None, prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Multi-resolution depth integration: dense log-depth from gradients and anchors.
+
+    Args:
+        grads: list over levels l = 0..L-1 of (gx, gy, wx, wy): predicted gradients of
+            log-depth at resolution H/2^l (gx, wx [B,1,H/2^l,W/2^l-1]; gy, wy
+            [B,1,H/2^l-1,W/2^l]) and their non-negative weights. The level-l image is
+            the 2^l x 2^l block average of the full-resolution one.
+        anchors: [B,1,H,W] log-depth of the sparse samples (any value where mask = 0).
+        mask: [B,1,H,W] float, 1 at samples.
+        x_init: [B,1,H,W] initial guess and weak prior (e.g. the classical fill, log).
+        alpha: anchor weight; beta: weight of the pull towards ``prior`` (a float, or
+            a [B,1,H,W] per-pixel confidence).
+        prior: [B,1,H,W] log-depth prior (default ``x_init``).
+        iters: CG iterations in the forward solve; backward_iters: in the backward
+            solve (default ``iters``).
+    Returns:
+        [B,1,H,W] log-depth; differentiable w.r.t. grads (implicit differentiation).
+        H and W must be divisible by 2^(L-1).
+    """
+    sys_ = _System(grads, alpha * mask, anchors, beta, x_init if prior is None else prior)
+    det = sys_.detached()
+    with torch.no_grad():
+        x = pcg(det.A, det.b(), det.diag(), iters, x0=x_init.detach())
+    learnable = [t for lv in grads for t in lv] + [t for t in (prior, beta) if torch.is_tensor(t)]
+    if not torch.is_grad_enabled() or not any(t.requires_grad for t in learnable):
+        return x
+    # x is (nearly) the minimiser, so r ~ 0 in value; its graph carries d r / d theta,
+    # and A^{-1} of it is exactly the implicit-function gradient of x*(theta).
+    r = sys_.b() - sys_.A(x)
+    return x + _ImplicitSolve.apply(r, det, backward_iters or iters)
+
+
+# ----------------------------------------------------------------------------- network
+
+
+def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(4, cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, 1, 1), nn.GroupNorm(4, cout), nn.ReLU(inplace=True),
+    )
+
+
+class GradNet(nn.Module):
+    """Small U-Net: 6 input channels -> per level (gx, gy, log-weight x, log-weight y).
+
+    Input [B, 6, H, W]: RGB in [-0.5, 0.5] (3), normalised log classical fill (1),
+    normalised log sparse depth (1, 0 where missing), validity mask (1).
+    H and W must be multiples of :attr:`pad_multiple` (LearnedCompleter pads).
+    With ``prior=True`` level 0 has 2 more channels (prior residual, log-confidence).
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (16, 24, 32, 48), levels: int = 3, prior: bool = False):
+        super().__init__()
+        self.widths = tuple(int(w) for w in widths)
+        self.levels = int(levels)
+        self.prior = bool(prior)
+        if self.levels > len(self.widths):
+            raise ValueError("levels must be <= len(widths)")
+        self.inc = _block(6, self.widths[0])
+        self.down = nn.ModuleList(_block(self.widths[i], self.widths[i + 1], 2) for i in range(len(self.widths) - 1))
+        self.up = nn.ModuleList(
+            _block(self.widths[i + 1] + self.widths[i], self.widths[i]) for i in range(len(self.widths) - 1)
+        )
+        # Level 0 optionally adds 2 channels: a log-depth residual prior and its log-confidence.
+        self.heads = nn.ModuleList(nn.Conv2d(self.widths[l], 4 + (2 if (self.prior and l == 0) else 0), 3, 1, 1)
+                                   for l in range(self.levels))
+        for h in self.heads:  # start from "gradient = classical fill's, moderate confidence"
+            nn.init.zeros_(h.weight)
+            nn.init.zeros_(h.bias)
+
+    @property
+    def pad_multiple(self) -> int:
+        return 2 ** (len(self.widths) - 1)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[B,6,H,W] -> list over levels of [B,4,H/2^l,W/2^l] (gx, gy, log wx, log wy) residuals."""
+        feats = [self.inc(x)]
+        for d in self.down:
+            feats.append(d(feats[-1]))
+        y = feats[-1]
+        outs: dict[int, torch.Tensor] = {}
+        for i in reversed(range(len(self.up))):
+            y = F.interpolate(y, size=feats[i].shape[-2:], mode="bilinear", align_corners=False)
+            y = self.up[i](torch.cat([y, feats[i]], 1))
+            if i < self.levels:
+                outs[i] = self.heads[i](y)
+        return [outs[l] for l in range(self.levels)]
+
+
+def _grad_pair(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def _edge_avg_x(t: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (t[..., :, 1:] + t[..., :, :-1])
+
+
+def _edge_avg_y(t: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (t[..., 1:, :] + t[..., :-1, :])
+
+
+def predict(net: GradNet, inp: torch.Tensor, x0: torch.Tensor, beta0: float = 1e-3):
+    """Network outputs -> (grads, prior, beta) for :func:`integrate_depth`.
+
+    Without a prior head, ``prior`` is ``x0`` and ``beta`` the constant ``beta0``.
+    With one (``net.prior``), prior = x0 + PRIOR_SCALE * residual and beta is a
+    per-pixel confidence ``PRIOR_BETA * exp(.)``: a direct correction, e.g. which
+    side of an occlusion edge a pixel is on, that integrated gradients express badly.
+    """
+    outs = net(inp)
+    grads = _grads_from(outs, x0)
+    if not net.prior:
+        return grads, x0, beta0
+    o = outs[0]
+    prior = x0 + PRIOR_SCALE * o[:, 4:5]
+    beta = PRIOR_BETA * torch.exp(o[:, 5:6].clamp(-4, 6))
+    return grads, prior, beta
+
+
+def predict_gradients(net: GradNet, inp: torch.Tensor, x0: torch.Tensor, w0: float = 1.0):
+    """Per-level (gx, gy, wx, wy) only (see :func:`predict`)."""
+    return _grads_from(net(inp), x0, w0)
+
+
+def _grads_from(outs, x0: torch.Tensor, w0: float = 1.0):
+    """Network outputs -> per-level (gx, gy, wx, wy) for :func:`integrate_depth`.
+
+    The network predicts *residuals* to the gradients of the classical fill
+    ``x0`` [B,1,H,W] (log) and log-weights around ``w0``, so an untrained network
+    reproduces a smoothed classical fill rather than garbage.
+    """
+    grads = []
+    for level, o in enumerate(outs):
+        x0l = _pool(x0, level)
+        bgx, bgy = _grad_pair(x0l)
+        # Per-pixel log-depth gradients are ~0.01; an unscaled residual would let one
+        # optimiser step move integrated depth by whole units over 100 px.
+        gx = bgx + GRAD_SCALE * _edge_avg_x(o[:, 0:1])
+        gy = bgy + GRAD_SCALE * _edge_avg_y(o[:, 1:2])
+        # exp keeps weights positive; clamp keeps the system well-conditioned.
+        wx = w0 * torch.exp(_edge_avg_x(o[:, 2:3]).clamp(-8, 6))
+        wy = w0 * torch.exp(_edge_avg_y(o[:, 3:4]).clamp(-8, 6))
+        grads.append((gx, gy, wx, wy))
+    return grads
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def make_inputs(rgb: np.ndarray, sparse: np.ndarray, fill: np.ndarray):
+    """Scale-normalised network inputs.
+
+    Args:
+        rgb: [H,W,3] float in [0,1]. sparse: [H,W] float depth, 0 = missing.
+        fill: [H,W] float dense classical fill (> 0), same unit as sparse.
+    Returns:
+        (inp [1,6,H,W], x0 [1,1,H,W] normalised log fill, anchors [1,1,H,W],
+        mask [1,1,H,W], log_scale float): depth = exp(x + log_scale).
+    """
+    valid = sparse > 0
+    log_scale = float(np.log(np.median(sparse[valid])))
+    x0 = np.log(np.maximum(fill, 1e-6)) - log_scale
+    anchors = np.where(valid, np.log(np.where(valid, sparse, 1.0)) - log_scale, 0.0)
+    m = valid.astype(np.float32)
+    inp = np.concatenate([np.transpose(rgb, (2, 0, 1)) - 0.5, x0[None], anchors[None], m[None]], 0)
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    return t(inp)[None], t(x0)[None, None], t(anchors)[None, None], t(m)[None, None], log_scale
+
+
+class LearnedCompleter:
+    """A loaded :class:`GradNet` plus the integration settings; call it on numpy arrays.
+
+    Args:
+        net: the network (eval mode is set here).
+        alpha, beta: integration weights (see :func:`integrate_depth`).
+        iters: CG iterations at inference.
+        device: torch device.
+    """
+
+    def __init__(self, net: GradNet, *, alpha: float = 10.0, beta: float = 1e-3, iters: int = 150,
+                 device: str | torch.device = "cpu"):
+        self.net = net.eval().to(device)
+        self.alpha, self.beta, self.iters = alpha, beta, iters
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def __call__(self, rgb: np.ndarray, sparse: np.ndarray, fill: np.ndarray | None = None,
+                 keep_sparse: bool = True, iters: int | None = None) -> np.ndarray:
+        """Dense depth.
+
+        Args:
+            rgb: [H,W,3] float RGB in [0,1] (uint8 is converted).
+            sparse: [H,W] float sparse depth (any unit), 0 = missing.
+            fill: optional [H,W] classical fill (default: RGB-guided classical).
+            keep_sparse: re-insert measured values exactly.
+            iters: CG iterations (default: the checkpoint's); the solve starts from
+                the classical fill, so a few dozen suffice.
+        Returns:
+            [H,W] float32 dense depth, unit of ``sparse``.
+        """
+        from vision3d.depth.classical import complete_classical
+
+        rgb = _check_rgb(rgb, sparse.shape)
+        sparse = np.asarray(sparse, np.float32)
+        if fill is None:
+            # The RGB-guided classical fill is the initial guess and prior (the
+            # shipped model was trained on unguided fills; guided ones are closer
+            # to the truth and the network only corrects gradients around them).
+            fill = complete_classical(sparse, rgb)
+        H, W = sparse.shape
+        m = self.net.pad_multiple
+        Hp, Wp = -(-H // m) * m, -(-W // m) * m
+        inp, x0, anchors, mask, log_scale = make_inputs(rgb, sparse, fill)
+        pad = (0, Wp - W, 0, Hp - H)
+        # Replicate padding keeps the extra border consistent; it is cropped after the solve.
+        inp, x0, anchors = (F.pad(t, pad, mode="replicate") for t in (inp, x0, anchors))
+        mask = F.pad(mask, pad)
+        inp[:, 5:6] = mask
+        dev = self.device
+        grads, prior, beta = predict(self.net, inp.to(dev), x0.to(dev), self.beta)
+        x = integrate_depth(grads, anchors.to(dev), mask.to(dev), x0.to(dev), alpha=self.alpha,
+                            beta=beta, prior=prior, iters=self.iters if iters is None else int(iters))
+        out = torch.exp(x[0, 0, :H, :W] + log_scale).cpu().numpy().astype(np.float32)
+        if keep_sparse:
+            v = sparse > 0
+            out[v] = sparse[v]
+        return out
+
+
+def _check_rgb(rgb: np.ndarray, shape) -> np.ndarray:
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[:2] != tuple(shape):
+        raise UserError(f"rgb must be [H, W, 3] matching the sparse depth {tuple(shape)}, got {rgb.shape}")
+    if rgb.dtype == np.uint8:
+        return rgb.astype(np.float32) / 255.0
+    return rgb.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def default_checkpoint_path() -> Path:
+    """The checkpoint shipped with the package (may be absent in a source checkout)."""
+    return Path(__file__).resolve().parent / "weights" / "gradnet_small.pt"
+
+
+def save_checkpoint(path: str | Path, net: GradNet, *, alpha: float = 10.0, beta: float = 1e-3,
+                    iters: int = 150, meta: dict | None = None) -> None:
+    """Write ``net`` and its integration settings (atomically: temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "arch": ARCH, "arch_version": ARCH_VERSION,
+        "config": {"widths": list(net.widths), "levels": net.levels, "prior": net.prior},
+        "integration": {"alpha": alpha, "beta": beta, "iters": iters},
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "meta": meta or {},
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: str | Path | None = None, device: str | torch.device = "cpu") -> LearnedCompleter:
+    """Load a checkpoint written by :func:`save_checkpoint` (default: the shipped one).
+
+    Raises:
+        UserError: the file is missing, is not a vision3d depth checkpoint, or its
+            weights do not match the architecture it declares.
+    """
+    path = default_checkpoint_path() if path is None else Path(path)
+    hint = "train one with `python -m vision3d.depth.train --out PATH` or pass method=classical"
+    if not path.is_file():
+        raise UserError(f"{path}: depth-completion checkpoint not found; {hint}")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path}: cannot read checkpoint ({type(e).__name__}); is it a torch file? {hint}") from None
+    if not isinstance(ck, dict) or ck.get("arch") != ARCH or "state_dict" not in ck:
+        raise UserError(f"{path}: not a vision3d depth-completion checkpoint (arch {ARCH!r} expected); {hint}")
+    if ck.get("arch_version") != ARCH_VERSION:
+        raise UserError(f"{path}: checkpoint architecture version {ck.get('arch_version')} but this vision3d "
+                        f"needs {ARCH_VERSION}; retrain it ({hint})")
+    cfg = ck.get("config", {})
+    try:
+        net = GradNet(widths=tuple(cfg["widths"]), levels=int(cfg["levels"]), prior=bool(cfg.get("prior", False)))
+        net.load_state_dict(ck["state_dict"], strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0][:160]
+        raise UserError(f"{path}: weights do not match the {ARCH} architecture ({first}); {hint}") from None
+    integ = ck.get("integration", {})
+    return LearnedCompleter(net, alpha=float(integ.get("alpha", 10.0)), beta=float(integ.get("beta", 1e-3)),
+                            iters=int(integ.get("iters", 150)), device=device)
