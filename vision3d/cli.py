@@ -44,7 +44,8 @@ def _cmd_pipelines(args: argparse.Namespace) -> int:
 
     for name in available_pipelines():
         spec = load_pipeline(name)
-        print(f"{name:24s} {spec.description}")
+        first = spec.description.split(". ")[0].rstrip(".")
+        print(f"{name:24s} {first}")
     return 0
 
 
