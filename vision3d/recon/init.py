@@ -1,0 +1,347 @@
+"""Initial Gaussians for sparse-view training, and the geometric priors they come from.
+
+Initialisers (all return points [P, 3] world units + colours [P, 3] in [0, 1]):
+
+* :func:`sfm_points` - the triangulated SfM points (3DGS' standard start).
+* :func:`backproject_depth` - a dense depth map per training view (sparse SfM
+  depth densified by ``vision3d.depth``'s completion, see :func:`dense_depth_prior`),
+  lifted to 3D on a pixel grid (CoherentGS initialises from per-view depth).
+* :class:`VisualHull` - voxels carved by the object masks (GaussianObject's
+  initialisation); its surface voxels become Gaussians, coloured from the
+  views that see them.
+* :func:`random_points` - uniform in the scene box (last resort).
+
+:func:`gaussians_from_points` turns points into isotropic Gaussians with a
+nearest-neighbour scale, as 3DGS does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vision3d.core.cameras import Cameras
+from vision3d.core.gaussians import Gaussians
+from vision3d.errors import UserError
+
+# ---------------------------------------------------------------------------- scene extent
+
+
+def scene_box(cameras: Cameras, points: torch.Tensor | None = None, margin: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Axis-aligned box (lo [3], hi [3], world units) holding what the cameras look at.
+
+    With points (SfM), the 2nd-98th percentiles of those in front of some camera,
+    grown by ``margin`` of the size; without, a cube around the point the optical
+    axes converge on, as wide as the field of view at that distance.
+    """
+    from vision3d.recon.poses import look_at_point
+
+    if points is not None and len(points) >= 8:
+        _, z = cameras.project(points)
+        p = points[(z > 0).any(0)]
+        if len(p) >= 8:
+            lo = torch.quantile(p, 0.02, dim=0)
+            hi = torch.quantile(p, 0.98, dim=0)
+            pad = (hi - lo).clamp_min(1e-6) * margin
+            return lo - pad, hi + pad
+    c = look_at_point(cameras)
+    d = (cameras.centers - c).norm(dim=-1).mean()
+    half_fov = torch.atan(0.5 * max(cameras.width, cameras.height) / cameras.K[:, 0, 0].mean())
+    r = d * torch.tan(half_fov)
+    return c - r, c + r
+
+
+# ---------------------------------------------------------------------------- points -> Gaussians
+
+
+def knn_distance(points: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """[P] mean distance of each point to its ``k`` nearest other points (world units)."""
+    from scipy.spatial import cKDTree
+
+    p = points.detach().cpu().double().numpy()
+    if len(p) <= 1:
+        return torch.ones(len(p))
+    k = min(k, len(p) - 1)
+    d, _ = cKDTree(p).query(p, k=k + 1)
+    return torch.from_numpy(d[:, 1:].mean(1)).float()
+
+
+def pixel_footprint(points: torch.Tensor, cameras: Cameras) -> torch.Tensor:
+    """[P] world size of one pixel at each point, in the training view that sees it largest
+    (distance to the nearest camera centre / its focal length)."""
+    d = torch.cdist(points.double(), cameras.centers.double())  # [P, C]
+    f = cameras.K[:, 0, 0].double()[None]
+    return (d / f).min(1).values.float()
+
+
+def gaussians_from_points(points: torch.Tensor, colors: torch.Tensor, *, opacity: float = 0.1,
+                          sh_degree: int = 0, cameras: Cameras | None = None, max_pixels: float = 8.0) -> Gaussians:
+    """Isotropic Gaussians at ``points`` [P, 3] with ``colors`` [P, 3] in [0, 1].
+
+    The standard deviation is the mean distance to the 3 nearest neighbours (3DGS).
+    With ``cameras`` it is clamped to ``max_pixels`` pixels of footprint in the nearest
+    view: an isolated far point (a depth-completion outlier, a stray SfM point) must not
+    become a Gaussian that covers half the image.
+    """
+    s = knn_distance(points, 3)
+    if cameras is not None:
+        fp = pixel_footprint(points, cameras)
+        s = torch.minimum(s, max_pixels * fp).clamp_min(0.1 * fp)
+    return Gaussians.from_points(points.float(), colors.float().clamp(0, 1), s, opacity=opacity, sh_degree=sh_degree)
+
+
+# ---------------------------------------------------------------------------- SfM and depth
+
+
+def sfm_points(sfm, max_error: float = 4.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """SfM points with reprojection error below ``max_error`` pixels -> (points [P,3], colors [P,3])."""
+    keep = sfm.errors <= max_error
+    return sfm.points[keep], sfm.colors[keep]
+
+
+def dense_depth_prior(sparse: torch.Tensor, image: torch.Tensor, method: str = "classical") -> torch.Tensor:
+    """Dense depth from sparse samples with ``vision3d.depth``'s completion.
+
+    Args:
+        sparse: [H, W] float32 z-depth at a few pixels (world units), 0 elsewhere.
+        image: [H, W, 3] float32 in [0, 1] (guides learned completion).
+        method: "classical" (morphological, Ku et al.) or "learned".
+    Returns:
+        [H, W] float32 dense z-depth, same units; 0 where nothing could be filled.
+    """
+    sp = sparse.detach().cpu().numpy().astype(np.float32)
+    rgb = image.detach().cpu().numpy().astype(np.float32)
+    if not (sp > 0).any():
+        return torch.zeros_like(sparse)
+    try:
+        from vision3d.depth import complete_depth  # the shared API (issue: depth completion)
+    except ImportError:
+        complete_depth = None
+    if complete_depth is not None:
+        dense = complete_depth(rgb, sp, method=method)
+    else:  # until the shared entry point lands: the classical completer it wraps
+        if method != "classical":
+            raise UserError(f"depth completion method {method!r} is not available here; use 'classical'")
+        from vision3d.depth.classical import complete_classical
+
+        dense = complete_classical(sp, rgb, extrapolate=False)
+    dense = torch.as_tensor(np.asarray(dense, dtype=np.float32)).reshape(sparse.shape)
+    return torch.where(torch.isfinite(dense) & (dense > 0), dense, torch.zeros_like(dense))
+
+
+def support_mask(sparse: torch.Tensor, max_px: float) -> torch.Tensor:
+    """[H, W] bool: pixels within ``max_px`` pixels of a sparse sample (where a completed
+    depth is an interpolation, not a guess: sky and unseen floor stay out)."""
+    from scipy import ndimage as ndi
+
+    valid = (sparse > 0).cpu().numpy()
+    if not valid.any():
+        return torch.zeros_like(sparse, dtype=torch.bool)
+    d = ndi.distance_transform_edt(~valid)
+    return torch.from_numpy(d <= max_px)
+
+
+def backproject_depth(depth: torch.Tensor, image: torch.Tensor, cameras: Cameras, view: int, *,
+                      stride: int = 2, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lift a depth map to coloured 3D points on a pixel grid.
+
+    Args:
+        depth: [H, W] float32 z-depth (world units), 0 = none.
+        image: [H, W, 3] float32 colours.
+        cameras: cameras holding view ``view``.
+        stride: take every ``stride``-th pixel in x and y.
+        valid: optional [H, W] bool restricting which pixels are lifted.
+    Returns:
+        (points [P, 3], colors [P, 3]).
+    """
+    origins, dirs = cameras.pixel_rays(view)  # dirs have unit camera-z, so origin + z * dir
+    sl = (slice(stride // 2, None, stride), slice(stride // 2, None, stride))
+    d = depth[sl]
+    ok = d > 0
+    if valid is not None:
+        ok &= valid[sl]
+    pts = origins[sl][ok] + d[ok][:, None] * dirs[sl][ok]
+    return pts.float(), image[sl][ok].float()
+
+
+# ---------------------------------------------------------------------------- visual hull
+
+
+@dataclass
+class VisualHull:
+    """Voxels inside every object mask that sees them (the visual hull).
+
+    Attributes:
+        lo: [3] world coordinates of the grid's lower corner.
+        voxel: voxel edge length (world units).
+        occ: [X, Y, Z] bool occupancy.
+    """
+
+    lo: torch.Tensor
+    voxel: float
+    occ: torch.Tensor
+
+    @property
+    def centers(self) -> torch.Tensor:
+        """[M, 3] world centres of the occupied voxels."""
+        idx = self.occ.nonzero().float()
+        return self.lo + (idx + 0.5) * self.voxel
+
+    def contains(self, points: torch.Tensor, dilate: int = 0) -> torch.Tensor:
+        """[P] bool: points inside the hull (grown by ``dilate`` voxels)."""
+        occ = self.occ
+        if dilate > 0:
+            k = 2 * dilate + 1
+            occ = torch.nn.functional.max_pool3d(occ[None, None].float(), k, 1, dilate)[0, 0] > 0
+        idx = ((points.to(self.lo) - self.lo) / self.voxel).floor().long()
+        dims = torch.tensor(occ.shape, device=idx.device)
+        inside = ((idx >= 0) & (idx < dims)).all(-1)
+        out = torch.zeros(len(points), dtype=torch.bool, device=points.device)
+        ii = idx[inside]
+        out[inside] = occ.to(points.device)[ii[:, 0], ii[:, 1], ii[:, 2]]
+        return out
+
+    def surface_centers(self) -> torch.Tensor:
+        """[S, 3] centres of occupied voxels with an empty 6-neighbour."""
+        o = self.occ[None, None].float()
+        er = -torch.nn.functional.max_pool3d(-o, 3, 1, 1)[0, 0] > 0  # erosion (3x3x3)
+        surf = self.occ & ~er
+        idx = surf.nonzero().float()
+        return self.lo + (idx + 0.5) * self.voxel
+
+    def front_depth(self, cameras: Cameras) -> torch.Tensor:
+        """[C, H, W] depth of the hull's nearest surface in each view (inf where the hull is not seen).
+
+        Every occupied voxel is splatted as a small square of its projected size
+        (z-buffer min), so thin hulls leave no holes.
+        """
+        pts = self.centers
+        C, H, W = len(cameras), cameras.height, cameras.width
+        out = torch.full((C, H * W), math.inf)
+        if len(pts) == 0:
+            return out.reshape(C, H, W)
+        uv, z = cameras.project(pts)
+        for c in range(C):
+            zc = z[c]
+            f = float(cameras.K[c, 0, 0])
+            r = max(1, int(math.ceil(0.5 * self.voxel * f / max(float(zc[zc > 0].min()) if (zc > 0).any() else 1.0, 1e-6))))
+            r = min(r, 8)
+            front = zc > 0
+            u = uv[c, front, 0].floor().long()
+            v = uv[c, front, 1].floor().long()
+            zz = zc[front] - 0.5 * self.voxel  # the voxel's near face, not its centre
+            for du in range(-r + 1, r):
+                for dv in range(-r + 1, r):
+                    uu, vv = u + du, v + dv
+                    ok = (uu >= 0) & (uu < W) & (vv >= 0) & (vv < H)
+                    out[c].scatter_reduce_(0, (vv[ok] * W + uu[ok]), zz[ok], reduce="amin")
+        return out.reshape(C, H, W)
+
+
+def carve_visual_hull(cameras: Cameras, masks: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                      resolution: int = 96, min_views: int = 2, refine: bool = True) -> VisualHull:
+    """Carve the visual hull of an object from its masks.
+
+    A voxel stays if every view in which its centre projects inside the image
+    (and in front of the camera) has the mask set there, and at least
+    ``min_views`` views see it. With ``refine``, a second pass re-grids the
+    first hull's bounding box (2 voxels of margin) at the same resolution.
+
+    Args:
+        cameras: the C training cameras.
+        masks: [C, H, W] bool object masks.
+        lo, hi: [3] search box (world units).
+        resolution: voxels along the longest box side.
+    Returns:
+        :class:`VisualHull`.
+    Raises:
+        UserError: the masks carve everything away (they disagree with the poses).
+    """
+    masks = masks.bool().cpu()
+    # Dilate the masks by one pixel: anti-aliased mask edges and small pose errors
+    # must not carve away the object's silhouette.
+    m = torch.nn.functional.max_pool2d(masks[:, None].float(), 3, 1, 1)[:, 0] > 0
+    C, H, W = m.shape
+
+    def carve(lo: torch.Tensor, hi: torch.Tensor) -> VisualHull:
+        size = (hi - lo).clamp_min(1e-9)
+        voxel = float(size.max()) / resolution
+        dims = [max(1, int(math.ceil(float(s) / voxel))) for s in size]
+        g = torch.stack(torch.meshgrid(*[torch.arange(d) for d in dims], indexing="ij"), -1).reshape(-1, 3).float()
+        pts = lo + (g + 0.5) * voxel
+        uv, z = cameras.project(pts)
+        keep = torch.ones(len(pts), dtype=torch.bool)
+        seen = torch.zeros(len(pts), dtype=torch.int32)
+        for c in range(C):
+            u = uv[c, :, 0].floor().long()
+            v = uv[c, :, 1].floor().long()
+            inside = (z[c] > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+            hit = torch.zeros(len(pts), dtype=torch.bool)
+            hit[inside] = m[c, v[inside], u[inside]]
+            keep &= ~inside | hit
+            seen += inside.int()
+        keep &= seen >= min(min_views, C)
+        return VisualHull(lo.clone(), voxel, keep.reshape(*dims))
+
+    hull = carve(lo, hi)
+    if not hull.occ.any():
+        raise UserError("visual hull: the object masks carve away everything; check that masks/ match the "
+                        "photos (white = object) and that the camera poses are right, or use init 'sfm'/'depth'")
+    if refine:
+        idx = hull.occ.nonzero()
+        lo2 = hull.lo + (idx.min(0).values.float() - 2) * hull.voxel
+        hi2 = hull.lo + (idx.max(0).values.float() + 3) * hull.voxel
+        hull2 = carve(lo2, hi2)
+        if hull2.occ.any():
+            hull = hull2
+    return hull
+
+
+def hull_points(hull: VisualHull, images: torch.Tensor, cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+    """Surface voxels of the hull, coloured by the mean of the views that see them first.
+
+    Args:
+        images: [C, H, W, 3] training images.
+    Returns:
+        (points [P, 3], colors [P, 3]); grey where no view sees a point.
+    """
+    pts = hull.surface_centers()
+    if len(pts) == 0:
+        return pts, pts.clone()
+    front = hull.front_depth(cameras)
+    uv, z = cameras.project(pts)
+    C, H, W = front.shape
+    acc = torch.zeros(len(pts), 3)
+    cnt = torch.zeros(len(pts), 1)
+    for c in range(C):
+        u = uv[c, :, 0].floor().long()
+        v = uv[c, :, 1].floor().long()
+        ok = (z[c] > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        vis = torch.zeros(len(pts), dtype=torch.bool)
+        vis[ok] = z[c, ok] <= front[c, v[ok], u[ok]] + 1.5 * hull.voxel
+        acc[vis] += images[c, v[vis], u[vis]]
+        cnt[vis] += 1
+    col = torch.where(cnt > 0, acc / cnt.clamp_min(1), torch.full_like(acc, 0.5))
+    # jitter inside the voxel so the initial Gaussians do not sit on a visible lattice
+    g = torch.Generator().manual_seed(0)
+    pts = pts + (torch.rand(pts.shape, generator=g) - 0.5) * hull.voxel
+    return pts, col
+
+
+def random_points(lo: torch.Tensor, hi: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` points uniform in the box [lo, hi] with random colours (seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    pts = lo + torch.rand(n, 3, generator=g) * (hi - lo)
+    return pts, torch.rand(n, 3, generator=g)
+
+
+def subsample(points: torch.Tensor, colors: torch.Tensor, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """At most ``n`` points (uniformly at random, seeded)."""
+    if len(points) <= n:
+        return points, colors
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(points), generator=g)[:n]
+    return points[idx], colors[idx]

@@ -1,0 +1,348 @@
+"""Load a sparse view set (2-4 photos plus optional held-out views) for training.
+
+Accepted inputs (the ``data`` folder of a job):
+
+1. a nerfstudio dataset: ``transforms.json`` (poses, intrinsics, optional
+   ``mask_path`` / ``depth_file_path``, ``train_filenames`` / ``test_filenames``),
+   optionally ``mesh.ply`` next to it (ground-truth geometry for evaluation);
+2. a COLMAP project: ``sparse/0`` (or ``sparse``) plus ``images/``;
+3. a plain folder of photos (or its ``images/`` sub-folder), no poses; object
+   masks are picked up from a ``masks/`` folder with the same file stems.
+
+:func:`prepare_views` normalises any of them into a *view folder*
+(``images/``, ``masks/``, ``depth/`` and ``views.json``) that the later stages
+read with :func:`read_view_folder`. ``views.json`` stores, per view, its file
+names, split (``train`` or ``test``) and, when known, the OpenCV
+``world_to_cam`` 4x4 and ``K`` 3x3 (pixels, pixel centres at +0.5), already
+scaled to the stored image size.
+
+Held-out (``test``) views are carried only so that the evaluation can render
+and score them: :meth:`ViewFolder.train` is what every training-side stage
+uses, and nothing in :mod:`vision3d.recon` reads test pixels except
+:mod:`vision3d.recon.stages`' evaluation stage.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from vision3d.core.cameras import Cameras
+from vision3d.errors import UserError
+
+VIEWS_JSON = "views.json"
+
+
+@dataclass
+class ViewFolder:
+    """A normalised view set (see the module docstring).
+
+    Attributes:
+        root: the view folder.
+        names: V view names (file stems, unique).
+        splits: V strings, ``"train"`` or ``"test"``.
+        width, height: image size in pixels (shared).
+        world_to_cam: [V, 4, 4] float32 OpenCV poses, or None when no pose is known.
+        K: [V, 3, 3] float32 intrinsics (pixels), or None.
+        has_masks: every view has an object mask (``masks/<name>.png``, bool).
+        has_depth: every view has a ground-truth depth map (``depth/<name>.npy``, metres).
+        mesh: ground-truth mesh path (for Chamfer / F-score), or None.
+        source: what the data was (``transforms``, ``colmap`` or ``images``).
+    """
+
+    root: Path
+    names: list[str]
+    splits: list[str]
+    width: int
+    height: int
+    world_to_cam: torch.Tensor | None = None
+    K: torch.Tensor | None = None
+    has_masks: bool = False
+    has_depth: bool = False
+    mesh: Path | None = None
+    source: str = "images"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def train(self) -> list[int]:
+        """Indices of the training views."""
+        return [i for i, s in enumerate(self.splits) if s == "train"]
+
+    @property
+    def test(self) -> list[int]:
+        """Indices of the held-out views (never used for training)."""
+        return [i for i, s in enumerate(self.splits) if s == "test"]
+
+    @property
+    def has_poses(self) -> bool:
+        return self.world_to_cam is not None
+
+    def image_path(self, i: int) -> Path:
+        return self.root / "images" / f"{self.names[i]}.png"
+
+    def load_images(self, indices: Sequence[int]) -> torch.Tensor:
+        """[N, H, W, 3] float32 in [0, 1]."""
+        from vision3d.io.images import load_image
+
+        return torch.stack([load_image(self.image_path(i)) for i in indices])
+
+    def load_masks(self, indices: Sequence[int]) -> torch.Tensor | None:
+        """[N, H, W] bool object masks, or None."""
+        from vision3d.io.images import load_mask
+
+        if not self.has_masks:
+            return None
+        return torch.stack([load_mask(self.root / "masks" / f"{self.names[i]}.png") for i in indices])
+
+    def load_depths(self, indices: Sequence[int]) -> torch.Tensor | None:
+        """[N, H, W] float32 ground-truth z-depth in metres (0 = missing), or None."""
+        if not self.has_depth:
+            return None
+        return torch.stack([torch.from_numpy(np.load(self.root / "depth" / f"{self.names[i]}.npy")) for i in indices])
+
+    def cameras(self, indices: Sequence[int] | None = None) -> Cameras:
+        """Known cameras of the given views (UserError when the set has no poses)."""
+        if self.world_to_cam is None or self.K is None:
+            raise UserError(f"{self.root}: these views have no camera poses; run the 'cameras' stage (pycolmap) first")
+        idx = list(range(len(self.names))) if indices is None else list(indices)
+        return Cameras(self.world_to_cam[idx].clone(), self.K[idx].clone(), self.width, self.height,
+                       [self.names[i] for i in idx])
+
+
+def read_view_folder(root: str | Path) -> ViewFolder:
+    """Read a view folder written by :func:`prepare_views`."""
+    root = Path(root)
+    try:
+        meta = json.loads((root / VIEWS_JSON).read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{root}: not a view folder ({VIEWS_JSON}: {e}); re-run the 'views' stage") from None
+    frames = meta["frames"]
+    w2c = K = None
+    if all("world_to_cam" in f for f in frames):
+        w2c = torch.tensor([f["world_to_cam"] for f in frames], dtype=torch.float32)
+        K = torch.tensor([f["K"] for f in frames], dtype=torch.float32)
+    return ViewFolder(
+        root=root, names=[f["name"] for f in frames], splits=[f["split"] for f in frames],
+        width=int(meta["width"]), height=int(meta["height"]), world_to_cam=w2c, K=K,
+        has_masks=bool(meta.get("has_masks")), has_depth=bool(meta.get("has_depth")),
+        mesh=Path(meta["mesh"]) if meta.get("mesh") else None, source=meta.get("source", "images"),
+        extra=meta.get("extra", {}),
+    )
+
+
+def write_views_json(root: Path, vf: ViewFolder) -> None:
+    """Write ``views.json`` for ``vf`` (images/masks/depth must already be in ``root``)."""
+    from vision3d.io.atomic import atomic_write_json
+
+    frames = []
+    for i, n in enumerate(vf.names):
+        fr = {"name": n, "split": vf.splits[i], "image": f"images/{n}.png"}
+        if vf.has_masks:
+            fr["mask"] = f"masks/{n}.png"
+        if vf.has_depth:
+            fr["depth"] = f"depth/{n}.npy"
+        if vf.world_to_cam is not None:
+            fr["world_to_cam"] = vf.world_to_cam[i].tolist()
+            fr["K"] = vf.K[i].tolist()
+        frames.append(fr)
+    atomic_write_json(root / VIEWS_JSON, {
+        "width": vf.width, "height": vf.height, "source": vf.source, "has_masks": vf.has_masks,
+        "has_depth": vf.has_depth, "mesh": str(vf.mesh) if vf.mesh else None, "frames": frames,
+        "extra": vf.extra,
+    }, fsync=False)
+
+
+# ---------------------------------------------------------------------------- discovery
+
+
+@dataclass
+class _Source:
+    kind: str
+    image_paths: list[Path]
+    splits: list[str]
+    world_to_cam: torch.Tensor | None = None
+    K: torch.Tensor | None = None
+    width: int = 0
+    height: int = 0
+    mask_paths: list[Path] | None = None
+    depth_paths: list[Path] | None = None
+    depth_scale: float = 1e-3
+    mesh: Path | None = None
+
+
+def _find_mesh(folder: Path) -> Path | None:
+    for name in ("mesh.ply", "mesh.obj", "gt_mesh.ply"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _discover(data: Path, use_poses: bool) -> _Source:
+    data = Path(data)
+    if data.is_file() and data.name.endswith(".json"):
+        data_json, folder = data, data.parent
+    else:
+        folder, data_json = data, data / "transforms.json"
+    if not folder.is_dir():
+        raise UserError(f"{data}: data folder not found; point 'data' at a folder of photos or a transforms.json")
+    mesh = _find_mesh(folder)
+    if data_json.is_file():
+        from vision3d.io.nerfstudio import read_transforms
+
+        vs = read_transforms(data_json)
+        split = ["unused"] * len(vs)
+        for i in vs.train_indices:
+            split[i] = "train"
+        for i in vs.test_indices:
+            split[i] = "test"
+        return _Source("transforms", list(vs.image_paths), split,
+                       vs.cameras.world_to_cam if use_poses else None, vs.cameras.K if use_poses else None,
+                       vs.cameras.width, vs.cameras.height, vs.mask_paths, vs.depth_paths, vs.depth_unit_scale, mesh)
+    if use_poses and any((c / f"cameras.{e}").is_file() for c in (folder / "sparse" / "0", folder / "sparse", folder)
+                         for e in ("bin", "txt")):
+        from vision3d.io.colmap import read_colmap
+
+        model = read_colmap(folder)
+        img_dir = folder / "images" if (folder / "images").is_dir() else folder
+        paths = [img_dir / n for n in model.cameras.names]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise UserError(f"{folder}: the COLMAP model names {missing[0].name}, which is not in {img_dir}; "
+                            "keep the images next to the model in images/")
+        return _Source("colmap", paths, ["train"] * len(paths), model.cameras.world_to_cam, model.cameras.K,
+                       model.cameras.width, model.cameras.height, mesh=mesh)
+    from vision3d.io.images import image_size, list_images
+
+    img_dir = folder / "images" if (folder / "images").is_dir() else folder
+    paths = list_images(img_dir)
+    sizes = [image_size(p) for p in paths]
+    if len(set(sizes)) > 1:
+        j = next(k for k, s in enumerate(sizes) if s != sizes[0])
+        raise UserError(f"{paths[j]}: photo is {sizes[j][0]}x{sizes[j][1]} but {paths[0].name} is "
+                        f"{sizes[0][0]}x{sizes[0][1]}; use photos from one camera at one size")
+    masks = None
+    mdir = folder / "masks"
+    if mdir.is_dir():
+        by_stem = {p.stem: p for p in mdir.iterdir() if p.is_file()}
+        if all(p.stem in by_stem for p in paths):
+            masks = [by_stem[p.stem] for p in paths]
+    return _Source("images", paths, ["train"] * len(paths), None, None, sizes[0][0], sizes[0][1], masks, mesh=mesh)
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    names, seen = [], {}
+    for p in paths:
+        n = p.stem.replace(" ", "_")
+        if n in seen:  # same stem in different folders (train/r_0, test/r_0): prefix the folder
+            n = f"{p.parent.name}_{n}"
+        seen[n] = 1
+        names.append(n)
+    if len(set(names)) != len(names):
+        names = [f"{i:03d}_{n}" for i, n in enumerate(names)]
+    return names
+
+
+def prepare_views(data: str | Path, out: Path, *, max_side: int = 512, use_poses: bool = True,
+                  train_views: Sequence[str] | None = None, max_test_views: int | None = None) -> ViewFolder:
+    """Normalise a data folder into a view folder at ``out`` (see the module docstring).
+
+    Args:
+        data: nerfstudio dataset, COLMAP project or folder of photos.
+        out: output folder (created; ``images/``, ``masks/``, ``depth/``, ``views.json``).
+        max_side: images whose longer side exceeds this are downscaled (area
+            filter) to it; intrinsics are scaled to match. Keeps CPU training fast.
+        use_poses: read poses from the data when it has them (False: keep the
+            intrinsics/poses out so the cameras stage estimates them).
+        train_views: optional subset of training view names (file stems) to use.
+        max_test_views: keep at most this many held-out views (evenly spaced).
+    Returns:
+        the :class:`ViewFolder` written.
+    Raises:
+        UserError: unreadable data, fewer than 2 training views, names not found.
+    """
+    from vision3d.io.images import load_depth_png, load_image, load_mask, save_image, save_mask
+
+    src = _discover(Path(data), use_poses)
+    keep = [i for i, s in enumerate(src.splits) if s in ("train", "test")]
+    names_all = _unique_names(src.image_paths)
+    if train_views:
+        wanted = set(train_views)
+        unknown = wanted - {names_all[i] for i in keep}
+        if unknown:
+            raise UserError(f"train_views: {sorted(unknown)} not found in {data}; "
+                            f"available: {', '.join(names_all[i] for i in keep)}")
+        keep = [i for i in keep if src.splits[i] == "test" or names_all[i] in wanted]
+    test = [i for i in keep if src.splits[i] == "test"]
+    if max_test_views is not None and len(test) > max_test_views:
+        sel = set(np.linspace(0, len(test) - 1, max_test_views).round().astype(int).tolist())
+        drop = {t for k, t in enumerate(test) if k not in sel}
+        keep = [i for i in keep if i not in drop]
+    n_train = sum(src.splits[i] == "train" for i in keep)
+    if n_train < 2:
+        raise UserError(f"{data}: {n_train} training photo(s); sparse-view reconstruction needs at least 2 "
+                        "photos of the object from different angles")
+    s = min(1.0, max_side / max(src.width, src.height))
+    W, H = max(1, round(src.width * s)), max(1, round(src.height * s))
+    sx, sy = W / src.width, H / src.height
+    out = Path(out)
+    for sub in ("images", "masks", "depth"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in keep:
+        n = names_all[i]
+        names.append(n)
+        img = load_image(src.image_paths[i])
+        if img.shape[0] != src.height or img.shape[1] != src.width:
+            raise UserError(f"{src.image_paths[i]}: image is {img.shape[1]}x{img.shape[0]}, expected "
+                            f"{src.width}x{src.height} (from the camera parameters); fix w/h or the image")
+        if (W, H) != (src.width, src.height):
+            img = _resize(img, W, H)
+        save_image(out / "images" / f"{n}.png", img)
+        if src.mask_paths is not None:
+            m = load_mask(src.mask_paths[i]).float()
+            if (W, H) != (src.width, src.height):
+                m = _resize(m[..., None], W, H)[..., 0]
+            save_mask(out / "masks" / f"{n}.png", m > 0.5)
+        if src.depth_paths is not None:
+            d = load_depth_png(src.depth_paths[i], src.depth_scale)
+            if (W, H) != (src.width, src.height):
+                d = _resize_nearest(d, W, H)
+            np.save(out / "depth" / f"{n}.npy", d.numpy().astype(np.float32))
+    w2c = K = None
+    if src.world_to_cam is not None:
+        w2c = src.world_to_cam[keep].float()
+        K = src.K[keep].float().clone()
+        # pixel centres at +0.5: scaling the image scales u, v (edges at 0 and W) linearly
+        K[:, 0] *= sx
+        K[:, 1] *= sy
+    vf = ViewFolder(out, names, [src.splits[i] for i in keep], W, H, w2c, K,
+                    has_masks=src.mask_paths is not None, has_depth=src.depth_paths is not None,
+                    mesh=src.mesh, source=src.kind,
+                    extra={"data": str(Path(data).resolve()), "scale": s,
+                           "original_size": [src.width, src.height],
+                           "source_files": [str(src.image_paths[i]) for i in keep]})
+    # nothing to carry in empty folders
+    for sub in ("masks", "depth"):
+        if not any((out / sub).iterdir()):
+            shutil.rmtree(out / sub)
+    write_views_json(out, vf)
+    return vf
+
+
+def _resize(img: torch.Tensor, W: int, H: int) -> torch.Tensor:
+    """Area-filtered resize of [H0, W0, C] float."""
+    x = img.permute(2, 0, 1)[None]
+    y = torch.nn.functional.interpolate(x, size=(H, W), mode="area" if W < img.shape[1] else "bilinear",
+                                        **({} if W < img.shape[1] else {"align_corners": False}))
+    return y[0].permute(1, 2, 0).contiguous()
+
+
+def _resize_nearest(d: torch.Tensor, W: int, H: int) -> torch.Tensor:
+    # depth must not be averaged across occlusion boundaries
+    return torch.nn.functional.interpolate(d[None, None], size=(H, W), mode="nearest")[0, 0]
