@@ -97,6 +97,7 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], help="extra override for every preset (KEY.PATH=VALUE)")
     ap.add_argument("--cache", default="/tmp/vision3d_bench_sparse_view", help="where scenes and runs go")
     ap.add_argument("--reuse", action="store_true", help="reuse unchanged early stages across presets of a scene")
+    ap.add_argument("--tag", default="", help="suffix for run folders and preset labels (e.g. for a --set variant)")
     ap.add_argument("--json", default=None, help="write all rows to this JSON file")
     args = ap.parse_args()
 
@@ -119,20 +120,21 @@ def main() -> int:
         sd = make_scene(cache, scene, args.size, args.n_test, args.seed)
         first: Path | None = None
         for preset in presets:
-            out = cache / "runs" / f"{sd.name}" / preset
+            label = preset + args.tag
+            out = cache / "runs" / f"{sd.name}" / label
             r = run_preset(preset, sd, out, overrides, first if args.reuse else None)
             first = first or out
-            r.update(scene=scene, preset=preset)
+            r.update(scene=scene, preset=label)
             rows.append(r)
             cd = r["chamfer_object"] * 1000 if r["chamfer_object"] is not None else None
-            print(f"{scene:<11} {preset:<11} {r['iterations'] or 0:>5} {_f(r['psnr'], '6.2f')} {_f(r['ssim'], '6.3f')} "
+            print(f"{scene:<11} {label:<11} {r['iterations'] or 0:>5} {_f(r['psnr'], '6.2f')} {_f(r['ssim'], '6.3f')} "
                   f"{_f(r['psnr_object'], '7.2f')} {_f(r['depth_abs_rel'], '6.3f')} {_f(cd, '9.2f')} "
                   f"{_f(r['fscore_object'], '6.3f')} {r['n_gaussians'] or 0:>7} {_f(r['train_s'], '7.1f')} "
                   f"{_f(r['wall_s'], '7.1f')}", flush=True)
     print()
     print(f"{'mean':<11} {'preset':<11} {'PSNR':>6} {'SSIM':>6} {'PSNRobj':>7} {'CD.obj mm':>9} {'wall s':>7} {'dPSNR vs vanilla':>17}")
     means = {}
-    for p in presets:
+    for p in [p + args.tag for p in presets]:
         rs = [r for r in rows if r["preset"] == p]
 
         def mean(k):

@@ -67,3 +67,16 @@ def test_photos_without_poses_use_pycolmap(photo_folder, tiny_scene, tmp_path):
     assert err["rot_err_deg_max"] < 3.0
     assert "no held-out views" in res.metrics["evaluate"]["note"]
     assert (res.run_dir / "train" / "splat.ply").is_file()
+
+
+@pytest.mark.parametrize("name", ["default", "sparse_view_vanilla", "sparse_view_fast", "sparse_view_quality",
+                                  "sparse_view_depth_rank", "sparse_view_coherent", "sparse_view_object",
+                                  "sparse_view_posefree"])
+def test_presets_validate(name):
+    job = load_job(REPO_ROOT / "configs" / f"{name}.yaml")
+    assert job.pipeline.name == "sparse_view_splat"
+    assert [s.id for s in job.stages] == ["views", "cameras", "depth_prior", "init", "train", "render", "evaluate"]
+    train = job.stages[4].params
+    if name == "sparse_view_vanilla":  # the baseline has every regulariser off
+        assert (train.depth_rank, train.depth_continuity, train.depth_l1, train.depth_smooth, train.coherence,
+                train.opacity_reg, train.scale_reg, train.floaters, train.hull) == (0, 0, 0, 0, 0, 0, 0, False, False)

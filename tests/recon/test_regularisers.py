@@ -114,7 +114,7 @@ def test_floater_and_hull_masks_find_what_they_should(toy):
     pts = torch.rand(500, 3, generator=g) * 0.2
     pts[0] = torch.tensor([3.0, 3.0, 3.0])  # far from everything
     cams = toy["cams"]
-    fm = floater_mask(pts, torch.ones(500), cams.centers, 8, 3.0)
+    fm = floater_mask(pts, cams.centers, 8, 3.0)
     assert fm[0] and fm.sum() < 10
     # a point on the ray through an object pixel, halfway to the camera, is in free space
     hull = toy["hull"]

@@ -130,6 +130,7 @@ STAGE_MODULES = (
     "vision3d.recon.stages",
     "vision3d.depth.stages",
     "vision3d.detect.stages",
+    "vision3d.eval.stages",
 )
 
 

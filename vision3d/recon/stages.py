@@ -9,12 +9,20 @@ depth_prior     depth_prior     sparse SfM depth per view, densified (switchable
 init            init_gaussians  SfM / depth / visual-hull / random initial Gaussians
 train           train_splat     optimisation with switchable regularisers
 render          render_views    renders, depth maps, turntable video
-evaluate        evaluate_views  held-out PSNR/SSIM/LPIPS, depth error, Chamfer/F-score
 ==============  ==============  =====================================================
 
-Held-out views: only ``render`` (to draw them) and ``evaluate`` read anything of
-them; ``cameras`` estimates and aligns poses from training photos only and
+The last stage of the pipeline, ``evaluate_views`` (held-out PSNR/SSIM/LPIPS,
+depth error, Chamfer/F-score), lives in :mod:`vision3d.eval.stages`: methods do
+not import metrics.
+
+Held-out views: only ``render`` (to draw them) and the evaluation read anything
+of them; ``cameras`` estimates and aligns poses from training photos only and
 ``train`` loads training views only.
+
+Artifact formats the evaluation reads (documented here, where they are written):
+``views/views.json`` (see :mod:`vision3d.recon.views`) and ``cameras/cameras.json``:
+``{"width", "height", "frame", "views": [{"name", "split", "world_to_cam" 4x4,
+"K" 3x3}]}`` in the OpenCV convention.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from pydantic import Field
 from vision3d.core.cameras import Cameras
 from vision3d.errors import UserError
 from vision3d.pipeline.stage import Stage, StageContext, StageParams, register_stage
-from vision3d.recon.views import ViewFolder, prepare_views, read_view_folder
+from vision3d.recon.views import prepare_views, read_view_folder
 
 CAMERAS_JSON = "cameras.json"
 
@@ -537,130 +545,3 @@ class RenderViews(Stage):
             path = write_video(frames, vdir / "turntable", params.fps)
             m["video"] = path.name
         return m
-
-
-# ---------------------------------------------------------------------------- evaluate
-
-
-class EvaluateParams(StageParams):
-    fscore_threshold: Optional[float] = Field(None, gt=0, description="F-score distance (world units); "
-                                              "default 1% of the evaluated GT extent")
-    chamfer_points: int = Field(30_000, ge=1000, description="points per set for Chamfer / F-score")
-
-
-@register_stage
-class EvaluateViews(Stage):
-    name = "evaluate_views"
-    description = "Held-out PSNR/SSIM/LPIPS; with GT geometry, depth error and Chamfer/F-score to the mesh."
-    Params = EvaluateParams
-    inputs = ("views", "cameras", "renders", "depth")
-    outputs = ("report",)
-
-    def run(self, ctx: StageContext, params: EvaluateParams) -> dict:
-        from vision3d.eval.views import view_metrics
-        from vision3d.io.atomic import atomic_write_json
-        from vision3d.io.images import load_image
-
-        vf = read_view_folder(ctx.input("views"))
-        cams, splits, _ = read_cameras(ctx.input("cameras"))
-        rdir, ddir = Path(ctx.input("renders")), Path(ctx.input("depth"))
-        report: dict = {}
-        metrics: dict = {}
-        for which in ("test", "train"):
-            idx = _split_idx(splits, which)
-            if not idx:
-                continue
-            names = [cams.names[i] for i in idx]
-            vidx = [vf.names.index(n) for n in names]
-            preds = [load_image(rdir / which / f"{n}.png") for n in names]
-            gts = list(vf.load_images(vidx))
-            masks = vf.load_masks(vidx)
-            vm = view_metrics(preds, gts, names, None if masks is None else list(masks))
-            report[which] = vm
-            prefix = "" if which == "test" else "train_"
-            metrics[f"{prefix}psnr"] = vm["psnr"]
-            metrics[f"{prefix}ssim"] = vm["ssim"]
-            if which == "test":
-                metrics["lpips"] = vm["lpips"]
-                if vm.get("lpips_skipped"):
-                    metrics["lpips_skipped"] = vm["lpips_skipped"]
-                if "psnr_masked" in vm:
-                    metrics["psnr_object"] = vm["psnr_masked"]
-                gtd = vf.load_depths(vidx)
-                if gtd is not None:
-                    from vision3d.eval.depth import aggregate, depth_metrics
-
-                    rows = []
-                    for k, n in enumerate(names):
-                        pd = torch.from_numpy(np.load(ddir / which / f"{n}.npz")["depth"])
-                        g = torch.where(pd > 0, gtd[k], torch.zeros_like(gtd[k]))  # score where the splat covers
-                        rows.append(depth_metrics(pd, g))
-                    dm = aggregate(rows)
-                    report["depth"] = dm
-                    metrics["depth_abs_rel"] = dm["rel"]
-                    metrics["depth_rmse_mm"] = dm["rmse_mm"]
-                    metrics["depth_delta1"] = dm["delta1"]
-        if not _split_idx(splits, "test"):
-            metrics["note"] = "no held-out views with poses in the data: only training-view metrics"
-        if vf.mesh is not None:
-            geo = self._geometry(vf, cams, splits, ddir, params, ctx.seed)
-            report["geometry"] = geo
-            metrics.update({k: geo[k] for k in ("chamfer", "fscore", "fscore_threshold") if k in geo})
-            if "object" in geo:
-                metrics["chamfer_object"] = geo["object"]["chamfer"]
-                metrics["fscore_object"] = geo["object"]["fscore"]
-        atomic_write_json(ctx.output_file("report", ".json"), report, fsync=False)
-        return {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()}
-
-    def _geometry(self, vf: ViewFolder, cams: Cameras, splits: list[str], ddir: Path, params: EvaluateParams,
-                  seed: int) -> dict:
-        """Chamfer / F-score of the rendered surface against the GT mesh, where the views see it."""
-        from vision3d.eval.geometry import chamfer_fscore
-        from vision3d.io.mesh import load_mesh, sample_surface
-
-        # predicted surface: rendered depth (alpha > 0.5) of every view, lifted to 3D
-        pred = []
-        for i, n in enumerate(cams.names):
-            z = np.load(ddir / ("test" if splits[i] == "test" else "train") / f"{n}.npz")
-            d, a = torch.from_numpy(z["depth"]), torch.from_numpy(z["alpha"])
-            o, dirs = cams.pixel_rays(i)
-            ok = (a > 0.5) & (d > 0)
-            pred.append(o[ok] + d[ok][:, None] * dirs[ok])
-        pred = torch.cat(pred)
-        g = torch.Generator().manual_seed(seed)
-        if len(pred) > params.chamfer_points:
-            pred = pred[torch.randperm(len(pred), generator=g)[:params.chamfer_points]]
-        gt = sample_surface(load_mesh(vf.mesh), params.chamfer_points * 20, seed=seed)
-        gt = gt[self._visible(gt, vf, cams)]
-        if len(gt) > params.chamfer_points:
-            gt = gt[torch.randperm(len(gt), generator=g)[:params.chamfer_points]]
-        thr = params.fscore_threshold or 0.01 * float((gt.max(0).values - gt.min(0).values).norm()) if len(gt) else 1.0
-        out = chamfer_fscore(pred, gt, thr)
-        out["fscore_threshold"] = thr
-        obj = vf.mesh.with_name("mesh_object.ply")
-        if obj.is_file():
-            go = sample_surface(load_mesh(obj), params.chamfer_points, seed=seed)
-            lo, hi = go.min(0).values, go.max(0).values
-            pad = 0.1 * (hi - lo)
-            po = pred[((pred >= lo - pad) & (pred <= hi + pad)).all(-1)]
-            tho = params.fscore_threshold or 0.01 * float((hi - lo).norm())
-            out["object"] = chamfer_fscore(po, go, tho)
-        return out
-
-    @staticmethod
-    def _visible(points: torch.Tensor, vf: ViewFolder, cams: Cameras) -> torch.Tensor:
-        """[P] bool: GT samples some view sees (GT depth test when available, else in-frame)."""
-        uv, z = cams.project(points)
-        vis = torch.zeros(len(points), dtype=torch.bool)
-        gtd = vf.load_depths([vf.names.index(n) for n in cams.names])
-        for c in range(len(cams)):
-            u, v = uv[c, :, 0].floor().long(), uv[c, :, 1].floor().long()
-            ok = (z[c] > 0) & (u >= 0) & (u < cams.width) & (v >= 0) & (v < cams.height)
-            if gtd is not None:
-                ii = torch.where(ok)[0]
-                dz = gtd[c, v[ii], u[ii]]
-                ok2 = (dz > 0) & ((z[c, ii] - dz).abs() < 0.01 * dz + 1e-3)
-                ok = torch.zeros_like(ok)
-                ok[ii[ok2]] = True
-            vis |= ok
-        return vis

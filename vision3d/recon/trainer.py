@@ -208,7 +208,7 @@ def _prune(params, optimizers, state, mask: torch.Tensor) -> int:
 
 
 @torch.no_grad()
-def floater_mask(means: torch.Tensor, opac: torch.Tensor, cam_centers: torch.Tensor, k: int, n_std: float) -> torch.Tensor:
+def floater_mask(means: torch.Tensor, cam_centers: torch.Tensor, k: int, n_std: float) -> torch.Tensor:
     """GaussianObject-style floater test: [N] bool for Gaussians whose mean distance to
     their ``k`` nearest neighbours, relative to their distance from the nearest camera
     (sampling density falls off with distance), is more than ``n_std`` standard
@@ -365,21 +365,14 @@ def _train(init: Gaussians, data: TrainData, cfg: TrainSettings, device: torch.d
             opt.step()
             opt.zero_grad(set_to_none=True)
         sched.step()
-        if strategy:
+        if strategy and params["means"].shape[0] < cfg.max_gaussians:
             n_before = params["means"].shape[0]
-            if n_before < cfg.max_gaussians:
-                strategy.step_post_backward(params, optimizers, state, step, out.meta, packed=False)
-            elif step < strategy.refine_stop_iter:
-                strategy._update_state(params, state, out.meta, packed=False)  # keep stats consistent
-                if step % cfg.densify_every == 0:
-                    state["grad2d"].zero_()
-                    state["count"].zero_()
+            strategy.step_post_backward(params, optimizers, state, step, out.meta, packed=False)
             if params["means"].shape[0] != n_before:
                 nbr = None  # the graph indexes Gaussians that moved: rebuild
         if cfg.floaters and step % cfg.floater_every == 0 and step <= int(0.9 * cfg.iterations):
             with torch.no_grad():
-                m = floater_mask(params["means"], params["opacities"].sigmoid(), cams.centers, cfg.floater_k,
-                                 cfg.floater_std)
+                m = floater_mask(params["means"], cams.centers, cfg.floater_k, cfg.floater_std)
             n_floaters += _prune(params, optimizers, state, m)
             nbr = None
         if cfg.hull and hull_front is not None and masks is not None and step % cfg.hull_every == 0:
@@ -392,7 +385,7 @@ def _train(init: Gaussians, data: TrainData, cfg: TrainSettings, device: torch.d
             last_psnr.append(10 * math.log10(1 / max(mse, 1e-10)))
             last_psnr = last_psnr[-V:]
         if log and cfg.log_every and step % cfg.log_every == 0:
-            log(f"step {step}: loss {float(total):.4f} " + " ".join(f"{k}={float(t):.4f}" for k, t in terms.items())
+            log(f"step {step}: loss {float(total.detach()):.4f} " + " ".join(f"{k}={float(t.detach()):.4f}" for k, t in terms.items())
                 + f" n={params['means'].shape[0]} psnr={sum(last_psnr) / len(last_psnr):.2f}")
     wall = time.perf_counter() - t0
     stats.update({
