@@ -3,15 +3,18 @@ import pytest
 import torch
 
 from vision3d.depth.complete import complete_depth
-from vision3d.depth.learned import GradNet, default_checkpoint_path, load_checkpoint, save_checkpoint
+from vision3d.depth.learned import (
+    GradNet, LearnedCompleter, default_checkpoint_path, load_checkpoint, save_checkpoint,
+)
 from vision3d.depth.sparse_patterns import sample_sparse
 from vision3d.errors import UserError
 
 
-@pytest.fixture(params=[False, True], ids=["grads", "grads+prior"])
+@pytest.fixture(params=[(False, 6), (True, 6), (True, 8)], ids=["grads", "grads+prior", "grads+prior+nn-inputs"])
 def small_ckpt(tmp_path, request):
     torch.manual_seed(0)
-    net = GradNet(widths=(8, 8, 8), levels=2, prior=request.param)
+    prior, in_ch = request.param
+    net = GradNet(widths=(8, 8, 8), levels=2, prior=prior, in_channels=in_ch, soft=in_ch == 8)
     with torch.no_grad():  # non-zero heads so the round trip is not trivially "all zeros"
         for h in net.heads:
             h.weight.normal_(0, 0.05)
@@ -73,3 +76,29 @@ def test_shipped_checkpoint_loads_if_present():
     m = load_checkpoint(p)
     assert p.stat().st_size < 5e6
     assert isinstance(m.net, GradNet)
+
+
+def test_version1_checkpoint_still_loads(tmp_path, scene):
+    """A checkpoint written before the v2 config keys existed loads with the v1 behaviour."""
+    torch.manual_seed(0)
+    net = GradNet(widths=(8, 8, 8), levels=2, prior=True)
+    with torch.no_grad():
+        for h in net.heads:
+            h.weight.normal_(0, 0.05)
+    path = tmp_path / "v1.pt"
+    save_checkpoint(path, net, iters=20)
+    ck = torch.load(path, weights_only=True)
+    ck["arch_version"] = 1
+    for k in ("in_channels", "soft", "prior_scale", "prior_beta"):
+        del ck["config"][k]
+    torch.save(ck, path)
+    m = load_checkpoint(path)
+    assert (m.net.in_channels, m.net.soft, m.net.prior_scale, m.net.prior_beta) == (6, False, 0.1, 0.01)
+    depth, rgb, _ = scene
+    sp = sample_sparse(depth, "random", fraction=0.05, rng=np.random.default_rng(0))
+    ref = LearnedCompleter(net, iters=20)  # the v1-configured network itself
+    np.testing.assert_array_equal(m(rgb, sp), ref(rgb, sp))
+    ck["arch_version"] = 99
+    torch.save(ck, path)
+    with pytest.raises(UserError, match="version 99"):
+        load_checkpoint(path)

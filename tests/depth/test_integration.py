@@ -60,3 +60,19 @@ def test_implicit_gradient_matches_unrolled():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
     for gi, t in zip(g_implicit, (gx, wx)):
         torch.testing.assert_close(gi, t.grad, atol=1e-4, rtol=1e-3)
+
+
+def test_soft_confidence_bound_keeps_gradients():
+    """The v1 hard clamp has zero gradient once saturated (the trained model got stuck at
+    the top of its range); the soft bound stays within it and keeps a gradient."""
+    from vision3d.depth.learned import LOGW_BOUND, _log_weight
+
+    t = torch.tensor([-50.0, 0.0, 3.0, 50.0], requires_grad=True)
+    hard = _log_weight(t, soft=False)
+    hard.sum().backward()
+    assert t.grad[0] == 0 and t.grad[3] == 0
+    t.grad = None
+    soft = _log_weight(t, soft=True)
+    soft.sum().backward()
+    assert (soft.abs() <= LOGW_BOUND).all() and (t.grad > 0).all()
+    assert abs(soft[1].item()) < 1e-6

@@ -22,6 +22,11 @@ symmetric matrix), so memory does not grow with the number of iterations.
 Working in log-depth normalised by the sparse median makes the model
 scale-invariant: metric and up-to-scale inputs give the same relative output.
 
+Checkpoint format version 2 adds, as config keys, two more inputs (the
+nearest-sample fill and the distance to the nearest sample), a soft (tanh)
+bound on the log-confidences instead of a hard clamp, and the prior branch's
+scales; version-1 checkpoints still load, with the v1 values of those keys.
+
 Public API: :class:`GradNet`, :func:`predict`, :func:`integrate_depth`, :class:`LearnedCompleter`,
 :func:`save_checkpoint`, :func:`load_checkpoint`, :func:`default_checkpoint_path`.
 """
@@ -39,10 +44,12 @@ import torch.nn.functional as F
 from vision3d.errors import UserError
 
 ARCH = "v3d-gradnet"
-ARCH_VERSION = 1
+ARCH_VERSION = 2
+READS_VERSIONS = (1, 2)  # version 1 checkpoints load with the v1 defaults of every new config key
 GRAD_SCALE = 0.02  # network units -> log-depth gradient per pixel
 PRIOR_SCALE = 0.1  # network units -> log-depth residual of the prior
 PRIOR_BETA = 0.01  # prior confidence at a zero network output
+LOGW_BOUND = 7.0  # |log confidence| bound of the soft (tanh) mapping
 
 
 # ----------------------------------------------------------------------------- integration
@@ -212,22 +219,36 @@ def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class GradNet(nn.Module):
-    """Small U-Net: 6 input channels -> per level (gx, gy, log-weight x, log-weight y).
+    """Small U-Net: 6 or 8 input channels -> per level (gx, gy, log-weight x, log-weight y).
 
-    Input [B, 6, H, W]: RGB in [-0.5, 0.5] (3), normalised log classical fill (1),
-    normalised log sparse depth (1, 0 where missing), validity mask (1).
+    Input [B, C, H, W]: RGB in [-0.5, 0.5] (3), normalised log classical fill (1),
+    normalised log sparse depth (1, 0 where missing), validity mask (1) and, with
+    ``in_channels=8``, the normalised log nearest-sample fill (1) and
+    log1p(distance to the nearest sample in px) / 4 (1): they tell the network
+    where the classical fill is an interpolation across a gap, and how wide.
     H and W must be multiples of :attr:`pad_multiple` (LearnedCompleter pads).
     With ``prior=True`` level 0 has 2 more channels (prior residual, log-confidence).
+    ``soft=True`` maps log-confidences through a bounded tanh instead of a hard
+    clamp: a clamp has zero gradient outside its range, so a confidence that
+    once saturates can never come back (the v1 model's collapse).
     """
 
-    def __init__(self, widths: tuple[int, ...] = (16, 24, 32, 48), levels: int = 3, prior: bool = False):
+    def __init__(self, widths: tuple[int, ...] = (16, 24, 32, 48), levels: int = 3, prior: bool = False,
+                 in_channels: int = 6, soft: bool = False, prior_scale: float = PRIOR_SCALE,
+                 prior_beta: float = PRIOR_BETA):
         super().__init__()
+        # Prior branch: residual = prior_scale * output, confidence = prior_beta * exp(output).
+        self.prior_scale, self.prior_beta = float(prior_scale), float(prior_beta)
         self.widths = tuple(int(w) for w in widths)
         self.levels = int(levels)
         self.prior = bool(prior)
+        self.in_channels = int(in_channels)
+        self.soft = bool(soft)
         if self.levels > len(self.widths):
             raise ValueError("levels must be <= len(widths)")
-        self.inc = _block(6, self.widths[0])
+        if self.in_channels not in (6, 8):
+            raise ValueError("in_channels must be 6 or 8")
+        self.inc = _block(self.in_channels, self.widths[0])
         self.down = nn.ModuleList(_block(self.widths[i], self.widths[i + 1], 2) for i in range(len(self.widths) - 1))
         self.up = nn.ModuleList(
             _block(self.widths[i + 1] + self.widths[i], self.widths[i]) for i in range(len(self.widths) - 1)
@@ -279,21 +300,32 @@ def predict(net: GradNet, inp: torch.Tensor, x0: torch.Tensor, beta0: float = 1e
     side of an occlusion edge a pixel is on, that integrated gradients express badly.
     """
     outs = net(inp)
-    grads = _grads_from(outs, x0)
+    grads = _grads_from(outs, x0, soft=net.soft)
     if not net.prior:
         return grads, x0, beta0
     o = outs[0]
-    prior = x0 + PRIOR_SCALE * o[:, 4:5]
-    beta = PRIOR_BETA * torch.exp(o[:, 5:6].clamp(-4, 6))
+    prior = x0 + net.prior_scale * o[:, 4:5]
+    lb = _soft_bound(o[:, 5:6], LOGW_BOUND) if net.soft else o[:, 5:6].clamp(-4, 6)
+    beta = net.prior_beta * torch.exp(lb)
     return grads, prior, beta
 
 
 def predict_gradients(net: GradNet, inp: torch.Tensor, x0: torch.Tensor, w0: float = 1.0):
     """Per-level (gx, gy, wx, wy) only (see :func:`predict`)."""
-    return _grads_from(net(inp), x0, w0)
+    return _grads_from(net(inp), x0, w0, soft=net.soft)
 
 
-def _grads_from(outs, x0: torch.Tensor, w0: float = 1.0):
+def _soft_bound(t: torch.Tensor, bound: float) -> torch.Tensor:
+    """Smooth map of R onto (-bound, bound), identity near 0; its gradient never vanishes exactly."""
+    return bound * torch.tanh(t / bound)
+
+
+def _log_weight(t: torch.Tensor, soft: bool) -> torch.Tensor:
+    # v1: hard clamp (kept so v1 checkpoints reproduce); v2: soft bound.
+    return _soft_bound(t, LOGW_BOUND) if soft else t.clamp(-8, 6)
+
+
+def _grads_from(outs, x0: torch.Tensor, w0: float = 1.0, soft: bool = False):
     """Network outputs -> per-level (gx, gy, wx, wy) for :func:`integrate_depth`.
 
     The network predicts *residuals* to the gradients of the classical fill
@@ -309,8 +341,8 @@ def _grads_from(outs, x0: torch.Tensor, w0: float = 1.0):
         gx = bgx + GRAD_SCALE * _edge_avg_x(o[:, 0:1])
         gy = bgy + GRAD_SCALE * _edge_avg_y(o[:, 1:2])
         # exp keeps weights positive; clamp keeps the system well-conditioned.
-        wx = w0 * torch.exp(_edge_avg_x(o[:, 2:3]).clamp(-8, 6))
-        wy = w0 * torch.exp(_edge_avg_y(o[:, 3:4]).clamp(-8, 6))
+        wx = w0 * torch.exp(_log_weight(_edge_avg_x(o[:, 2:3]), soft))
+        wy = w0 * torch.exp(_log_weight(_edge_avg_y(o[:, 3:4]), soft))
         grads.append((gx, gy, wx, wy))
     return grads
 
@@ -318,14 +350,15 @@ def _grads_from(outs, x0: torch.Tensor, w0: float = 1.0):
 # ----------------------------------------------------------------------------- end to end
 
 
-def make_inputs(rgb: np.ndarray, sparse: np.ndarray, fill: np.ndarray):
+def make_inputs(rgb: np.ndarray, sparse: np.ndarray, fill: np.ndarray, in_channels: int = 6):
     """Scale-normalised network inputs.
 
     Args:
         rgb: [H,W,3] float in [0,1]. sparse: [H,W] float depth, 0 = missing.
         fill: [H,W] float dense classical fill (> 0), same unit as sparse.
+        in_channels: 6, or 8 to add the nearest-sample fill and distance channels.
     Returns:
-        (inp [1,6,H,W], x0 [1,1,H,W] normalised log fill, anchors [1,1,H,W],
+        (inp [1,C,H,W], x0 [1,1,H,W] normalised log fill, anchors [1,1,H,W],
         mask [1,1,H,W], log_scale float): depth = exp(x + log_scale).
     """
     valid = sparse > 0
@@ -333,9 +366,21 @@ def make_inputs(rgb: np.ndarray, sparse: np.ndarray, fill: np.ndarray):
     x0 = np.log(np.maximum(fill, 1e-6)) - log_scale
     anchors = np.where(valid, np.log(np.where(valid, sparse, 1.0)) - log_scale, 0.0)
     m = valid.astype(np.float32)
-    inp = np.concatenate([np.transpose(rgb, (2, 0, 1)) - 0.5, x0[None], anchors[None], m[None]], 0)
+    chans = [np.transpose(rgb, (2, 0, 1)) - 0.5, x0[None], anchors[None], m[None]]
+    if in_channels == 8:
+        chans += list(_nearest_channels(sparse, valid, log_scale))
+    inp = np.concatenate(chans, 0)
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
     return t(inp)[None], t(x0)[None, None], t(anchors)[None, None], t(m)[None, None], log_scale
+
+
+def _nearest_channels(sparse: np.ndarray, valid: np.ndarray, log_scale: float):
+    """[1,H,W] normalised log nearest-sample depth and [1,H,W] log1p(distance to it in px) / 4."""
+    from scipy import ndimage as ndi
+
+    dist, idx = ndi.distance_transform_edt(~valid, return_distances=True, return_indices=True)
+    nn_log = np.log(sparse[idx[0], idx[1]]) - log_scale
+    return nn_log[None].astype(np.float32), (np.log1p(dist) / 4.0)[None].astype(np.float32)
 
 
 class LearnedCompleter:
@@ -381,7 +426,7 @@ class LearnedCompleter:
         H, W = sparse.shape
         m = self.net.pad_multiple
         Hp, Wp = -(-H // m) * m, -(-W // m) * m
-        inp, x0, anchors, mask, log_scale = make_inputs(rgb, sparse, fill)
+        inp, x0, anchors, mask, log_scale = make_inputs(rgb, sparse, fill, self.net.in_channels)
         pad = (0, Wp - W, 0, Hp - H)
         # Replicate padding keeps the extra border consistent; it is cropped after the solve.
         inp, x0, anchors = (F.pad(t, pad, mode="replicate") for t in (inp, x0, anchors))
@@ -422,7 +467,9 @@ def save_checkpoint(path: str | Path, net: GradNet, *, alpha: float = 10.0, beta
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "arch": ARCH, "arch_version": ARCH_VERSION,
-        "config": {"widths": list(net.widths), "levels": net.levels, "prior": net.prior},
+        "config": {"widths": list(net.widths), "levels": net.levels, "prior": net.prior,
+                   "in_channels": net.in_channels, "soft": net.soft,
+                   "prior_scale": net.prior_scale, "prior_beta": net.prior_beta},
         "integration": {"alpha": alpha, "beta": beta, "iters": iters},
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "meta": meta or {},
@@ -449,12 +496,16 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
         raise UserError(f"{path}: cannot read checkpoint ({type(e).__name__}); is it a torch file? {hint}") from None
     if not isinstance(ck, dict) or ck.get("arch") != ARCH or "state_dict" not in ck:
         raise UserError(f"{path}: not a vision3d depth-completion checkpoint (arch {ARCH!r} expected); {hint}")
-    if ck.get("arch_version") != ARCH_VERSION:
+    if ck.get("arch_version") not in READS_VERSIONS:
         raise UserError(f"{path}: checkpoint architecture version {ck.get('arch_version')} but this vision3d "
-                        f"needs {ARCH_VERSION}; retrain it ({hint})")
+                        f"reads {', '.join(map(str, READS_VERSIONS))}; retrain it ({hint})")
     cfg = ck.get("config", {})
     try:
-        net = GradNet(widths=tuple(cfg["widths"]), levels=int(cfg["levels"]), prior=bool(cfg.get("prior", False)))
+        # Keys missing from a version-1 checkpoint take their v1 values.
+        net = GradNet(widths=tuple(cfg["widths"]), levels=int(cfg["levels"]), prior=bool(cfg.get("prior", False)),
+                      in_channels=int(cfg.get("in_channels", 6)), soft=bool(cfg.get("soft", False)),
+                      prior_scale=float(cfg.get("prior_scale", PRIOR_SCALE)),
+                      prior_beta=float(cfg.get("prior_beta", PRIOR_BETA)))
         net.load_state_dict(ck["state_dict"], strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0][:160]

@@ -1,20 +1,29 @@
-"""Train the learned depth-completion model on synthetic pybullet frames, on the CPU.
+"""Train the learned depth-completion model on synthetic pybullet frames (CPU or CUDA).
 
     nice -n 10 python -m vision3d.depth.train --out vision3d/depth/weights/gradnet_small.pt
 
-Every step draws frames from a pool of rendered training scenes
-(:func:`vision3d.depth.synth.render_frame`, ``split="train"``: meshes and seeds
-disjoint from the held-out benchmark scenes), a random sparse pattern (64-beam
-LiDAR with random beam count / dropout, random 0.1-5 %, or SfM keypoints), a
-random crop and flip, and a random global depth scale (the model must not care:
-inputs are log-depth over the sparse median).
+Frames come from :func:`vision3d.depth.synth.render_frame` (``split="train"``:
+meshes and seeds disjoint from the held-out benchmark scenes), rendered once
+and cached with ``--cache`` as a compact .npz (:func:`save_pool`: PNG bytes,
+~0.3 MB per 1216x352 frame). Training needs only numpy, scipy, OpenCV and
+torch, so the cache can be rendered on a machine with pybullet and carried to
+a GPU machine without it (``--device cuda --workers N``: N processes draw the
+crops). Every sample is a random sparse pattern (64-beam LiDAR with random
+beam count / dropout, random 0.1-5 %, or SfM keypoints) on a whole frame,
+the RGB-guided classical fill and the network inputs built on that whole
+frame exactly as at inference, then random crops and flips.
 
-Loss (log-depth, where ground truth exists):
-* L1 between the integrated depth and the ground truth, and
-* OMNI-DC's probability-based gradient loss: a Laplace negative log-likelihood
-  of the true log-depth gradients under the predicted gradients and
-  confidences, at every level — it teaches the confidences to be low across
-  depth edges and high on smooth surfaces.
+Loss, where ground truth exists (log-depth normalised by the sparse median):
+* L1 between the integrated log-depth and the ground truth;
+* ``--lin-weight`` x the per-crop RMSE of depth / median (the benchmark's
+  RMSE is dominated by far pixels and occlusion edges, which log-L1 weighs little);
+* ``--grad-weight`` x OMNI-DC's probability-based gradient loss: a Laplace
+  negative log-likelihood of the true log-depth gradients under the predicted
+  gradients and confidences, at every level — it teaches the confidences to
+  be low across depth edges and high on smooth surfaces.
+
+The learning rate warms up and then decays (cosine) over the larger of the
+step and the ``--wall-limit`` progress, so a time-limited run ends annealed.
 """
 
 from __future__ import annotations
@@ -48,52 +57,115 @@ def random_sparse(frame_depth: np.ndarray, rgb: np.ndarray, K: np.ndarray, rng: 
     return sample_sparse(frame_depth, "sfm", rgb=rgb, rng=rng, fraction=frac)
 
 
-def render_pool(n: int, width: int, height: int, seed0: int = 0, cache: str | None = None):
-    """Render (or load from ``cache`` .npz) ``n`` training frames: rgb [N,H,W,3], depth [N,H,W], K [N,3,3]."""
+def render_pool(n: int, width: int, height: int, seed0: int = 0, cache: str | None = None, split: str = "train"):
+    """Render (or load from ``cache``) ``n`` frames: rgb [N,H,W,3] float32, depth [N,H,W] float32 m, K [N,3,3].
+
+    The cache is a compact .npz (see :func:`save_pool`) that travels to a machine
+    without pybullet: training there needs only numpy, scipy, OpenCV and torch.
+    """
+    if cache and Path(cache).is_file():
+        pool = load_pool(cache)
+        if len(pool[1]) >= n and pool[1].shape[1:] == (height, width):
+            return pool[0][:n], pool[1][:n], pool[2][:n]
     from vision3d.depth.synth import render_frame
 
-    if cache and Path(cache).is_file():
-        z = np.load(cache)
-        if len(z["depth"]) >= n and z["depth"].shape[1:] == (height, width):
-            return z["rgb"][:n], z["depth"][:n], z["K"][:n]
-    fr = [render_frame(seed0 + i, width, height, split="train") for i in range(n)]
-    rgb = np.stack([f.rgb for f in fr]).astype(np.float16)
-    depth = np.stack([f.depth for f in fr])
-    K = np.stack([f.K for f in fr])
+    fr = [render_frame(seed0 + i, width, height, split=split) for i in range(n)]
+    pool = (np.stack([f.rgb for f in fr]), np.stack([f.depth for f in fr]), np.stack([f.K for f in fr]))
     if cache:
-        np.savez(cache, rgb=rgb, depth=depth, K=K)
-    return rgb, depth, K
+        save_pool(cache, *pool)
+    return pool
 
 
-def make_batch(pool, batch: int, crop: tuple[int, int], rng: np.random.Generator):
-    """Batch of (inp, x0, anchors, mask, gt_log, gt_valid) tensors for one step."""
+def save_pool(path: str, rgb: np.ndarray, depth: np.ndarray, K: np.ndarray) -> None:
+    """Frames as PNG bytes: rgb uint8, depth uint16 in 1/256 m (KITTI's unit); ~0.5 MB per 1216x352 frame."""
+    import cv2
+
+    enc = lambda a: np.frombuffer(cv2.imencode(".png", a)[1].tobytes(), np.uint8)
+    rgbs = [enc((np.clip(r, 0, 1) * 255 + 0.5).astype(np.uint8)[..., ::-1]) for r in rgb]
+    deps = [enc(np.round(np.clip(d, 0, 255) * 256).astype(np.uint16)) for d in depth]
+    # One flat byte buffer + offsets per kind: plain arrays, no pickle needed to read them.
+    off = lambda L: np.cumsum([0] + [len(b) for b in L])
+    np.savez(path, rgb_png=np.concatenate(rgbs), rgb_off=off(rgbs), depth_png=np.concatenate(deps),
+             depth_off=off(deps), K=np.asarray(K, np.float32))
+
+
+def load_pool(path: str):
+    """Inverse of :func:`save_pool` -> (rgb [N,H,W,3] float32 0..1, depth [N,H,W] float32 m, K [N,3,3])."""
+    import cv2
+
+    z = np.load(path)
+    if "rgb_png" not in z:  # older float caches
+        return z["rgb"].astype(np.float32), z["depth"].astype(np.float32), z["K"]
+
+    def frames(key, flag):
+        buf, off = z[key + "_png"], z[key + "_off"]
+        return [cv2.imdecode(buf[a:b], flag) for a, b in zip(off[:-1], off[1:])]
+
+    rgb = np.stack([f[..., ::-1] for f in frames("rgb", cv2.IMREAD_COLOR)]).astype(np.float32) / 255
+    depth = np.stack(frames("depth", cv2.IMREAD_UNCHANGED)).astype(np.float32) / 256
+    return rgb, depth, z["K"].astype(np.float32)
+
+
+def frame_items(rgb: np.ndarray, gt: np.ndarray, K: np.ndarray, crop: tuple[int, int], n_crops: int,
+                rng: np.random.Generator, in_channels: int):
+    """One random sparse pattern on a whole frame -> up to ``n_crops`` training crops.
+
+    Inputs are built on the whole frame, as at inference (the RGB-guided classical
+    fill, normalised by the median of all samples), and cropped afterwards.
+    Returns a list of (inp [C,h,w], x0, anchors, mask, gt_log, gt_valid [1,h,w]) tensors.
+    """
+    sparse = random_sparse(gt, rgb, K, rng)
+    if (sparse > 0).sum() < 8:
+        return []
+    fill = complete_classical(sparse, rgb)
+    inp, x0, anchors, mask, log_scale = make_inputs(rgb, sparse, fill, in_channels)
+    gv = gt > 0
+    gt_log = torch.from_numpy(np.where(gv, np.log(np.where(gv, gt, 1.0)) - log_scale, 0.0).astype(np.float32))
+    full = [inp[0], x0[0], anchors[0], mask[0], gt_log[None], torch.from_numpy(gv.astype(np.float32))[None]]
+    H, W = gt.shape
+    ch, cw = min(crop[0], H), min(crop[1], W)
+    items = []
+    for _ in range(n_crops):
+        y, x = int(rng.integers(0, H - ch + 1)), int(rng.integers(0, W - cw + 1))
+        t = [a[:, y:y + ch, x:x + cw] for a in full]
+        if t[3].sum() < 3 or t[5].mean() < 0.3:
+            continue
+        if rng.random() < 0.5:  # horizontal flip: every channel alike
+            t = [a.flip(-1) for a in t]
+        items.append(t)
+    return items
+
+
+class CropStream(torch.utils.data.IterableDataset):
+    """Endless batches [B,...] of training crops; each DataLoader worker draws its own patterns."""
+
+    def __init__(self, pool, batch: int, crop: tuple[int, int], seed: int, in_channels: int, n_crops: int = 2):
+        self.pool, self.batch, self.crop, self.seed = pool, batch, crop, seed
+        self.in_channels, self.n_crops = in_channels, n_crops
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid = info.id if info else 0
+        torch.set_num_threads(1)
+        rng = np.random.default_rng([self.seed, wid])
+        rgbs, depths, Ks = self.pool
+        buf = []
+        while True:
+            while len(buf) < self.batch:
+                i = int(rng.integers(len(depths)))
+                buf += frame_items(rgbs[i], depths[i], Ks[i], self.crop, self.n_crops, rng, self.in_channels)
+            out, buf = buf[: self.batch], buf[self.batch:]
+            yield [torch.stack(t) for t in zip(*out)]
+
+
+def make_batch(pool, batch: int, crop: tuple[int, int], rng: np.random.Generator, in_channels: int = 6):
+    """Batch of (inp, x0, anchors, mask, gt_log, gt_valid) tensors for one step (single process)."""
     rgbs, depths, Ks = pool
-    ch, cw = crop
     items = []
     while len(items) < batch:
         i = int(rng.integers(len(depths)))
-        gt = depths[i].astype(np.float32)
-        rgb = rgbs[i].astype(np.float32)
-        sparse = random_sparse(gt, rgb, Ks[i], rng)
-        if (sparse > 0).sum() < 8:
-            continue
-        fill = complete_classical(sparse)
-        H, W = gt.shape
-        y = int(rng.integers(0, H - ch + 1))
-        x = int(rng.integers(0, W - cw + 1))
-        sl = (slice(y, y + ch), slice(x, x + cw))
-        s_c, g_c, f_c, r_c = sparse[sl], gt[sl], fill[sl], rgb[sl]
-        if (s_c > 0).sum() < 3 or (g_c > 0).mean() < 0.3:
-            continue
-        if rng.random() < 0.5:  # horizontal flip
-            s_c, g_c, f_c, r_c = s_c[:, ::-1], g_c[:, ::-1], f_c[:, ::-1], r_c[:, ::-1]
-        scale = float(math.exp(rng.uniform(-2, 2)))  # metric or not: must not matter
-        inp, x0, anchors, mask, log_scale = make_inputs(np.ascontiguousarray(r_c), s_c * scale, f_c * scale)
-        gv = g_c > 0
-        gt_log = np.where(gv, np.log(np.where(gv, g_c * scale, 1.0)) - log_scale, 0.0)
-        items.append((inp, x0, anchors, mask, torch.from_numpy(gt_log.astype(np.float32))[None, None],
-                      torch.from_numpy(gv.astype(np.float32))[None, None]))
-    return [torch.cat(t, 0) for t in zip(*items)]
+        items += frame_items(rgbs[i], depths[i], Ks[i], crop, 1, rng, in_channels)
+    return [torch.stack(t) for t in zip(*items[:batch])]
 
 
 def gradient_nll(grads, gt_log: torch.Tensor, gt_valid: torch.Tensor) -> torch.Tensor:
@@ -113,51 +185,157 @@ def gradient_nll(grads, gt_log: torch.Tensor, gt_valid: torch.Tensor) -> torch.T
     return total / (2 * len(grads))
 
 
+def depth_losses(x: torch.Tensor, gt_log: torch.Tensor, gt_valid: torch.Tensor):
+    """(L1 of log-depth, mean per-crop RMSE of depth / sparse median) over valid pixels; x, gt [B,1,H,W].
+
+    The benchmark's RMSE in mm is dominated by far pixels and by pixels on the
+    wrong side of an occlusion edge, which a log-depth loss weighs little; the
+    linear term (depth relative to the median sample, so still scale-free)
+    targets exactly those.
+    """
+    n = gt_valid.sum((1, 2, 3)).clamp_min(1)
+    l_log = ((x - gt_log).abs() * gt_valid).sum() / n.sum()
+    d, dg = torch.exp(x.clamp(-6, 6)), torch.exp(gt_log)
+    rmse = torch.sqrt((((d - dg) ** 2) * gt_valid).sum((1, 2, 3)) / n + 1e-12)
+    return l_log, rmse.mean()
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _batches(pool, args, crop):
+    """Endless training batches: DataLoader workers when ``--workers`` > 0, else in-process."""
+    if args.workers > 0:
+        ds = CropStream(pool, args.batch, crop, args.seed, args.in_channels)
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=args.workers,
+                                             pin_memory=torch.cuda.is_available(), prefetch_factor=4,
+                                             persistent_workers=True)
+        yield from loader
+    rng = np.random.default_rng(args.seed)
+    while True:
+        yield make_batch(pool, args.batch, crop, rng, args.in_channels)
+
+
+def _lr(args, step: int, elapsed: float) -> float:
+    """Linear warm-up (5 %), then cosine decay to 0 over the run's progress.
+
+    Progress is the larger of steps done and wall time used (``--wall-limit``), so
+    a run cut short by its time budget still ends with the learning rate annealed.
+    """
+    p = (step + 1) / args.steps
+    if args.wall_limit:
+        p = max(p, elapsed / args.wall_limit)
+    p = min(p, 1.0)
+    if p < 0.05:
+        return args.lr * p / 0.05
+    return 0.5 * args.lr * (1 + math.cos(math.pi * (p - 0.05) / 0.95))
+
+
+def init_from(net: GradNet, path: str, reset_prior: bool = False) -> None:
+    """Warm start from a checkpoint of the same architecture.
+
+    ``reset_prior`` zeroes the prior-branch outputs (channels 4-5 of the level-0
+    head), e.g. when their scale changed: the run then starts from that
+    checkpoint's gradients and a neutral prior = classical fill.
+    """
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    net.load_state_dict(ck["state_dict"], strict=True)
+    if reset_prior and net.prior:
+        with torch.no_grad():
+            net.heads[0].weight[4:6].zero_()
+            net.heads[0].bias[4:6].zero_()
+
+
 def train(args) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(args.seed)
+    dev = _device(args.device)
     t0 = time.time()
     pool = render_pool(args.frames, args.width, args.height, cache=args.cache)
     t_render = time.time() - t0
-    print(f"rendered/loaded {len(pool[1])} training frames in {t_render:.0f}s", flush=True)
-    net = GradNet(widths=tuple(args.widths), levels=args.levels, prior=args.prior)
+    print(f"rendered/loaded {len(pool[1])} training frames in {t_render:.0f}s; device {dev}", flush=True)
+    net = GradNet(widths=tuple(args.widths), levels=args.levels, prior=args.prior, in_channels=args.in_channels,
+                  soft=args.soft, prior_scale=args.prior_scale, prior_beta=args.prior_beta)
+    if args.init:
+        init_from(net, args.init, reset_prior=args.reset_prior)
+    net = net.to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps,
-                                                pct_start=max(0.1, 2.0 / args.steps))
     crop = tuple(args.crop)
     t1, c1 = time.time(), time.process_time()
     hist = []
+    batches = _batches(pool, args, crop)
+    step = -1
     for step in range(args.steps):
-        inp, x0, anchors, mask, gt_log, gt_valid = make_batch(pool, args.batch, crop, rng)
+        inp, x0, anchors, mask, gt_log, gt_valid = (t.to(dev, non_blocking=True) for t in next(batches))
         grads, prior, beta = predict(net, inp, x0, args.beta)
         x = integrate_depth(grads, anchors, mask, x0, alpha=args.alpha, beta=beta, prior=prior,
                             iters=args.cg_iters)
-        l_depth = ((x - gt_log).abs() * gt_valid).sum() / gt_valid.sum().clamp_min(1)
+        l_depth, l_lin = depth_losses(x, gt_log, gt_valid)
         l_grad = gradient_nll(grads, gt_log, gt_valid)
-        l_base = ((x0 - gt_log).abs() * gt_valid).sum() / gt_valid.sum().clamp_min(1)
-        loss = l_depth + args.grad_weight * l_grad
+        with torch.no_grad():
+            b_depth, b_lin = depth_losses(x0, gt_log, gt_valid)
+        loss = l_depth + args.lin_weight * l_lin + args.grad_weight * l_grad
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        for g in opt.param_groups:
+            g["lr"] = _lr(args, step, time.time() - t1)
         opt.step()
-        sched.step()
-        hist.append((l_depth.item(), l_base.item()))
+        hist.append((l_depth.item(), b_depth.item(), l_lin.item(), b_lin.item()))
         if (step + 1) % args.log_every == 0 or step == 0:
-            h = np.array(hist[-args.log_every:])
-            print(f"step {step + 1}/{args.steps} depth-L1(log) {h[:, 0].mean():.4f} classical {h[:, 1].mean():.4f} "
-                  f"grad-nll {l_grad.item():.3f} {time.time() - t1:.0f}s", flush=True)
+            h = np.array(hist[-args.log_every:]).mean(0)
+            print(f"step {step + 1}/{args.steps} log-L1 {h[0]:.4f} (classical {h[1]:.4f}) rel-RMSE {h[2]:.4f} "
+                  f"(classical {h[3]:.4f}) grad-nll {l_grad.item():.3f} {time.time() - t1:.0f}s", flush=True)
         if (args.time_limit and time.process_time() - c1 > args.time_limit) or (
                 args.wall_limit and time.time() - t1 > args.wall_limit):
             print(f"time limit reached after {step + 1} steps", flush=True)
             break
-    meta = {"steps": step + 1, "frames": args.frames, "crop": list(crop), "batch": args.batch,
-            "train_seconds": round(time.time() - t1), "train_cpu_seconds": round(time.process_time() - c1),
-            "render_seconds": round(t_render), "seed": args.seed, "widths": list(args.widths)}
-    save_checkpoint(args.out, net, alpha=args.alpha, beta=args.beta, iters=args.infer_iters, meta=meta)
+    meta = {"steps": step + 1, "frames": args.frames, "crop": list(crop), "batch": args.batch, "lr": args.lr,
+            "device": str(dev), "train_seconds": round(time.time() - t1),
+            "train_cpu_seconds": round(time.process_time() - c1), "render_seconds": round(t_render),
+            "seed": args.seed, "widths": list(args.widths), "lin_weight": args.lin_weight,
+            "init": os.path.basename(args.init) if args.init else None}
+    save_checkpoint(args.out, net.cpu(), alpha=args.alpha, beta=args.beta, iters=args.infer_iters, meta=meta)
     print(f"saved {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB) after {meta['train_seconds']}s wall, "
           f"{meta['train_cpu_seconds']}s CPU (training loop)", flush=True)
+    if args.val:
+        meta["val"] = validate(args.out, args.val, dev)
     return meta
+
+
+VAL_PATTERNS = {"lidar64": ("lidar", {}), "random5%": ("random", {"fraction": 0.05}),
+                "random1%": ("random", {"fraction": 0.01}), "random0.1%": ("random", {"fraction": 0.001}),
+                "sfm": ("sfm", {})}
+
+
+def validate(checkpoint: str, val_cache: str, device) -> dict:
+    """RMSE [mm] of classical vs the saved model on whole validation frames, per pattern (benchmark protocol)."""
+    from vision3d.depth.learned import load_checkpoint
+
+    model = load_checkpoint(checkpoint, device=device)
+    rgbs, depths, Ks = load_pool(val_cache)
+    res = {}
+    for name, (kind, kw) in VAL_PATTERNS.items():
+        r_c, r_l = [], []
+        for i in range(len(depths)):
+            gt, rgb = depths[i], rgbs[i]
+            sp = sample_sparse(gt, kind, rgb=rgb, K=Ks[i], rng=np.random.default_rng(i), **kw)
+            if kind == "lidar":  # KITTI-like ground truth: below the top beam only
+                rows = np.nonzero((sp > 0).any(1))[0]
+                gt = gt.copy()
+                gt[: rows[0] if len(rows) else gt.shape[0]] = 0
+            m = gt > 0
+            fill = complete_classical(sp, rgb)
+            pred = model(rgb, sp, fill=fill)
+            r_c.append(1000 * np.sqrt(np.mean((fill[m] - gt[m]) ** 2)))
+            r_l.append(1000 * np.sqrt(np.mean((pred[m] - gt[m]) ** 2)))
+        c, l = float(np.mean(r_c)), float(np.mean(r_l))
+        res[name] = {"classical_mm": round(c), "learned_mm": round(l), "vs_classical_%": round(100 * (l / c - 1), 1)}
+        print(f"val {name}: classical {c:.0f} mm, learned {l:.0f} mm ({100 * (l / c - 1):+.1f}%)", flush=True)
+    return res
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--frames", type=int, default=120, help="training frames to render")
     ap.add_argument("--width", type=int, default=1216)
     ap.add_argument("--height", type=int, default=352)
-    ap.add_argument("--cache", default=None, help="optional .npz to cache the rendered frames")
+    ap.add_argument("--cache", default=None, help="optional .npz to cache the rendered frames (see save_pool)")
+    ap.add_argument("--val", default=None, help="optional .npz of validation frames (save_pool format)")
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--crop", type=int, nargs=2, default=(96, 192), metavar=("H", "W"))
@@ -174,11 +353,21 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--widths", type=int, nargs="+", default=(16, 24, 32, 48))
     ap.add_argument("--levels", type=int, default=3)
     ap.add_argument("--prior", action="store_true", help="add a per-pixel log-depth prior head (residual + confidence)")
+    ap.add_argument("--in-channels", type=int, default=8, choices=(6, 8),
+                    help="8 adds the nearest-sample fill and distance-to-sample inputs")
+    ap.add_argument("--prior-scale", type=float, default=0.1, help="prior head: log-depth residual per output unit")
+    ap.add_argument("--prior-beta", type=float, default=0.01, help="prior head: confidence at a zero output")
+    ap.add_argument("--init", default=None, help="warm start from this checkpoint (same architecture)")
+    ap.add_argument("--reset-prior", action="store_true", help="with --init: zero the prior head's outputs")
+    ap.add_argument("--soft", type=int, default=1, choices=(0, 1), help="soft (tanh) confidence bound (1) or v1 clamp (0)")
     ap.add_argument("--alpha", type=float, default=10.0)
     ap.add_argument("--beta", type=float, default=1e-3)
     ap.add_argument("--cg-iters", type=int, default=30)
     ap.add_argument("--infer-iters", type=int, default=60)
     ap.add_argument("--grad-weight", type=float, default=0.1)
+    ap.add_argument("--lin-weight", type=float, default=1.0, help="weight of the linear-depth RMSE loss")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes drawing crops (0: in-process)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (others share the machine)")
     ap.add_argument("--time-limit", type=float, default=0, help="stop after this many CPU seconds of training")
     ap.add_argument("--wall-limit", type=float, default=0, help="stop after this many wall-clock seconds of training")
