@@ -9,7 +9,11 @@ from vision3d.core.cameras import Cameras, intrinsics_from_fov, look_at
 from vision3d.core.gaussians import Gaussians
 from vision3d.recon import losses as L
 from vision3d.recon.init import carve_visual_hull, gaussians_from_points
-from vision3d.recon.trainer import TrainData, TrainSettings, floater_mask, hull_violation_mask, render, train_gaussians
+from vision3d.recon.init import far_shell_points
+from vision3d.recon.stages import multiview_consistent
+from vision3d.recon.trainer import (
+    TrainData, TrainSettings, floater_mask, free_space_mask, hull_violation_mask, prior_front, render, train_gaussians,
+)
 
 S = 48  # pixels
 
@@ -69,11 +73,12 @@ def test_training_is_deterministic_and_learns(toy, base):
 @pytest.mark.parametrize("kw", [
     {"depth_rank": 1.0}, {"depth_continuity": 1.0}, {"depth_smooth": 1.0}, {"coherence": 1.0},
     {"opacity_reg": 1.0}, {"scale_reg": 1.0, "scale_max_pixels": 1.0}, {"floaters": True, "floater_std": 1.0}, {"hull": True},
+    {"free_space": 0.1}, {"random_background": True},
 ], ids=lambda kw: next(iter(kw)))
 def test_each_regulariser_changes_the_result(toy, base, kw):
     reg, stats = _train(toy, **kw)
     if len(base) != len(reg):
-        assert stats["pruned_floaters"] + stats["pruned_hull"] == len(base) - len(reg) > 0
+        assert stats["pruned_floaters"] + stats["pruned_hull"] + stats["pruned_free_space"] == len(base) - len(reg) > 0
     else:
         assert not torch.equal(base.means, reg.means) or not torch.equal(base.log_scales, reg.log_scales) \
             or not torch.equal(base.opacity_logits, reg.opacity_logits)
@@ -135,3 +140,60 @@ def test_opacity_and_scale_losses():
     needle = ok.clone()
     needle[0, 0] = math.log(0.5)
     assert L.scale_loss(needle, max_scale=0.1) > 0
+    # a flat disc (two long axes, one thin) within the size limit is a surface splat, not a needle
+    disc = torch.log(torch.tensor([[0.05, 0.05, 0.0005]]))
+    assert L.scale_loss(disc, max_scale=0.1, max_ratio=10.0) == 0
+    long_needle = torch.log(torch.tensor([[0.05, 0.001, 0.001]]))
+    assert L.scale_loss(long_needle, max_scale=0.1, max_ratio=10.0) > 0
+
+
+def test_free_space_prunes_only_what_lies_in_front_of_a_trusted_depth(toy):
+    cams, depth = toy["cams"], toy["depth"]
+    valid = depth > 0
+    v, u = [int(x) for x in valid[0].nonzero()[len(valid[0].nonzero()) // 2]]
+    o, d = cams.pixel_rays(0)
+    z = float(depth[0, v, u])
+    before = o[v, u] + 0.5 * z * d[v, u]   # half-way to the surface that view 0 sees there: empty space
+    behind = o[v, u] + 1.3 * z * d[v, u]   # behind the surface: hidden, not known to be empty
+    front = prior_front(depth, valid, 0.1)
+    assert free_space_mask(torch.stack([before, behind]), cams, front).tolist() == [True, False]
+    # where nothing is trusted nothing is pruned
+    none = prior_front(depth, torch.zeros_like(valid), 0.1)
+    assert not free_space_mask(torch.stack([before, behind]), cams, none).any()
+
+
+def test_multiview_consistency_keeps_true_depth_and_drops_a_wrong_patch(toy):
+    cams, depth = toy["cams"], toy["depth"]
+    valid = depth > 0
+    wrong = depth.clone()
+    wrong[0, 10:20, 10:20] *= 0.5  # a completion error in one view only
+    patch = valid[0, 10:20, 10:20]
+    kept_true = multiview_consistent(depth, valid, cams, 0.02)[0, 10:20, 10:20][patch].float().mean()
+    kept_wrong = multiview_consistent(wrong, valid, cams, 0.02)[0, 10:20, 10:20][patch].float().mean()
+    assert kept_true > 0.3 and kept_wrong < 0.5 * kept_true  # (parts of the patch only view 0 sees)
+
+
+def test_far_shell_seeds_only_untrusted_pixels_beyond_the_trusted_depth(toy):
+    cams, depth, images = toy["cams"], toy["depth"], toy["images"]
+    valid = depth > 0
+    valid[:, :, : valid.shape[2] // 2] = False  # pretend the left half has no trusted depth
+    pts, cols = far_shell_points(depth[:1], valid[:1], images[:1], cams[[0]], 2.0, 2)
+    assert len(pts) > 0 and cols.shape == pts.shape
+    uv, z = cams[[0]].project(pts)
+    far0 = 2.0 * float(torch.quantile(depth[0][valid[0] & (depth[0] > 0)], 0.95))
+    assert torch.allclose(z[0], torch.full_like(z[0], far0), rtol=1e-4)
+    u, v = uv[0, :, 0].floor().long(), uv[0, :, 1].floor().long()
+    assert not valid[0, v, u].any()  # only pixels without trusted depth are seeded
+
+
+def test_support_plane_fit_finds_the_table_and_declines_without_one():
+    from vision3d.recon.init import fit_support_plane
+
+    g = torch.Generator().manual_seed(0)
+    table = torch.cat([torch.rand(400, 2, generator=g) * 2 - 1, 0.3 + 0.002 * torch.randn(400, 1, generator=g)], 1)
+    clutter = torch.rand(150, 3, generator=g) * 2 - 1  # an object and noise above/below it
+    plane = fit_support_plane(torch.cat([table, clutter]), threshold=0.01)
+    assert plane is not None
+    n, d = plane[:3], plane[3]
+    assert abs(abs(float(n[2])) - 1) < 1e-3 and abs(float(-d / n[2]) - 0.3) < 2e-3
+    assert fit_support_plane(torch.rand(300, 3, generator=g), threshold=0.01) is None  # a cloud has no plane

@@ -167,6 +167,80 @@ def backproject_depth(depth: torch.Tensor, image: torch.Tensor, cameras: Cameras
     return pts.float(), image[sl][ok].float()
 
 
+def fit_support_plane(points: torch.Tensor, threshold: float, iterations: int = 256, seed: int = 0,
+                      min_inliers: float = 0.3) -> torch.Tensor | None:
+    """RANSAC plane through most of ``points`` [P, 3] (the table or ground an object stands on).
+
+    Returns:
+        [4] plane (unit normal n, offset d with n.x + d = 0), refit by least squares on the
+        inliers (distance < ``threshold``); None when fewer than ``min_inliers`` of the
+        points lie on the best plane (no dominant support surface).
+    """
+    P = len(points)
+    if P < 3:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, P, (iterations, 3), generator=g)
+    a, b, c = points[idx[:, 0]], points[idx[:, 1]], points[idx[:, 2]]
+    n = torch.linalg.cross(b - a, c - a)
+    ok = n.norm(dim=-1) > 1e-12
+    if not ok.any():
+        return None
+    n = n[ok] / n[ok].norm(dim=-1, keepdim=True)
+    d = -(n * a[ok]).sum(-1)
+    count = ((points @ n.T + d).abs() < threshold).sum(0)
+    best = int(count.argmax())
+    inl = (points @ n[best] + d[best]).abs() < threshold
+    if inl.float().mean() < min_inliers:
+        return None
+    q = points[inl]
+    centre = q.mean(0)
+    normal = torch.linalg.svd(q - centre, full_matrices=False).Vh[-1]
+    return torch.cat([normal, -(normal @ centre)[None]])
+
+
+def far_shell_points(prior: torch.Tensor, valid: torch.Tensor, images: torch.Tensor, cameras: Cameras,
+                     factor: float, stride: int, exclude: torch.Tensor | None = None,
+                     plane: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seed what no depth reaches: per view, pixels without a trusted prior, lifted to a depth of
+    ``factor`` x that view's farthest trusted depth (95th percentile), or, where the pixel's ray
+    meets the support ``plane`` [4] (see :func:`fit_support_plane`) nearer than that, onto the plane.
+
+    Args:
+        prior: [V, H, W] depth prior; valid: [V, H, W] bool where it is trusted.
+        images: [V, H, W, 3] colours; cameras: the V views.
+        exclude: optional [V, H, W] bool pixels never seeded (object masks).
+    Returns:
+        (points [P, 3], colors [P, 3]).
+
+    Far ground and sky get no SfM points and no trusted depth, so nothing would represent them
+    and the optimiser smears near Gaussians over them. Far content moves little between nearby
+    viewpoints, so a rough far depth renders it nearly right from novel views too; the near
+    ground, which does move, is better placed on the plane.
+    """
+    ps, cs = [], []
+    for k in range(len(cameras)):
+        ok = ~valid[k]
+        if exclude is not None:
+            ok &= ~exclude[k]
+        d = prior[k][valid[k] & (prior[k] > 0)]
+        if not ok.any() or len(d) == 0:
+            continue
+        far = float(torch.quantile(d[torch.randperm(len(d))[:100_000]], 0.95)) * factor
+        z = torch.full_like(prior[k], far)
+        if plane is not None:
+            o, dirs = cameras.pixel_rays(k)
+            denom = dirs @ plane[:3]
+            t = -(o @ plane[:3] + plane[3]) / torch.where(denom.abs() > 1e-9, denom, torch.full_like(denom, 1e-9))
+            z = torch.where((t > 0) & (t < far), t, z)
+        p, c = backproject_depth(z, images[k], cameras, k, stride=stride, valid=ok)
+        ps.append(p)
+        cs.append(c)
+    if not ps:
+        return torch.zeros(0, 3), torch.zeros(0, 3)
+    return torch.cat(ps), torch.cat(cs)
+
+
 # ---------------------------------------------------------------------------- visual hull
 
 

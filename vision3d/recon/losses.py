@@ -222,10 +222,12 @@ def opacity_loss(opacities: torch.Tensor) -> torch.Tensor:
 
 def scale_loss(log_scales: torch.Tensor, max_scale: float | torch.Tensor, max_ratio: float = 10.0) -> torch.Tensor:
     """Penalty on Gaussians larger than ``max_scale`` (world units; a float or [N] per
-    Gaussian) and on needles (largest/smallest axis above ``max_ratio``), both as hinge
+    Gaussian) and on needles (largest/middle axis above ``max_ratio``), both as hinge
     losses on logs. Sparse views cannot see a Gaussian's extent along their rays, so
-    without this one grows into a sheet that only other viewpoints reveal."""
-    mx = log_scales.max(-1).values
+    without this one grows into a needle that only other viewpoints reveal. Flat discs
+    (two long axes, the natural splat of a surface) are not needles and go unpunished."""
+    s = log_scales.sort(-1).values
+    mx = s[:, -1]
     big = F.relu(mx - torch.log(torch.as_tensor(max_scale, dtype=log_scales.dtype, device=log_scales.device))).mean()
-    ratio = F.relu(mx - log_scales.min(-1).values - math.log(max_ratio)).mean()
+    ratio = F.relu(mx - s[:, 1] - math.log(max_ratio)).mean()
     return big + ratio

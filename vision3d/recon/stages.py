@@ -230,6 +230,9 @@ class DepthPriorParams(StageParams):
     method: Literal["classical", "learned"] = Field("classical", description="depth completion method")
     support: float = Field(0.08, gt=0, le=1, description="trust the completed depth only within this fraction of "
                            "the image size from a sparse sample (sky and unseen floor stay out)")
+    consistency: float = Field(0.0, ge=0, le=1, description="also trust a pixel only where another training view's "
+                               "prior agrees with it within this relative depth (multi-view check as in MVS "
+                               "fusion; 0 = off)")
 
 
 @register_stage
@@ -252,7 +255,8 @@ class DepthPrior(Stage):
         tr = _split_idx(splits, "train")
         images = vf.load_images([vf.names.index(cams.names[i]) for i in tr])
         gt = vf.load_depths([vf.names.index(cams.names[i]) for i in tr])
-        cover, rel = [], []
+        cover, rel, outl = [], [], []
+        denses, valids, sparses = [], [], []
         for k, i in enumerate(tr):
             sparse = sfm.sparse_depth(k)
             if params.densify:
@@ -260,20 +264,64 @@ class DepthPrior(Stage):
                 valid = support_mask(sparse, params.support * max(cams.width, cams.height)) & (dense > 0)
             else:
                 dense, valid = sparse, sparse > 0
+            denses.append(dense)
+            valids.append(valid)
+            sparses.append(sparse)
+        if params.densify and params.consistency > 0 and len(tr) > 1:
+            valids = multiview_consistent(torch.stack(denses), torch.stack(valids), cams[tr], params.consistency)
+        for k, i in enumerate(tr):
+            dense, valid = denses[k], valids[k]
             np.savez_compressed(out / f"{cams.names[i]}.npz", depth=dense.numpy(), valid=valid.numpy(),
-                                sparse=sparse.numpy())
+                                sparse=sparses[k].numpy())
             save_image(out / f"{cams.names[i]}.png", colorize_depth(torch.where(valid, dense, torch.zeros_like(dense))))
             cover.append(float(valid.float().mean()))
             if gt is not None:
                 g = gt[k]
                 m = valid & (g > 0)
                 if m.any():
-                    rel.append(float(((dense[m] - g[m]).abs() / g[m]).median()))
+                    e = (dense[m] - g[m]).abs() / g[m]
+                    rel.append(float(e.median()))
+                    outl.append(float((e > 0.05).float().mean()))
         m = {"coverage": float(np.mean(cover)), "densified": params.densify,
              "n_sparse_mean": float(np.mean([len(sfm.observations[k][1]) for k in range(len(tr))]))}
         if rel:
             m["gt_median_rel_err"] = float(np.mean(rel))  # how good the prior is (diagnostic; GT never trains)
+            m["gt_outliers_5pct"] = float(np.mean(outl))
         return m
+
+
+def multiview_consistent(depth: torch.Tensor, valid: torch.Tensor, cams: Cameras, tol: float) -> torch.Tensor:
+    """Geometric consistency check of per-view depth maps (the filter of MVS depth fusion).
+
+    Args:
+        depth: [V, H, W] z-depth per view (0 = none).
+        valid: [V, H, W] bool, where each depth is trusted so far.
+        cams: the V cameras.
+        tol: relative depth tolerance.
+    Returns:
+        [V, H, W] bool: ``valid`` and, lifted to 3D and projected into some other view,
+        within ``tol`` of that view's trusted depth. Completion errors rarely agree across
+        views, true surfaces seen twice do; surfaces only one view sees are dropped too.
+    """
+    V, H, W = depth.shape
+    out = torch.zeros_like(valid)
+    for k in range(V):
+        o, dirs = cams.pixel_rays(k)
+        ii = torch.where(valid[k].reshape(-1))[0]
+        pts = o.reshape(-1, 3)[ii] + depth[k].reshape(-1)[ii, None] * dirs.reshape(-1, 3)[ii]
+        uv, z = cams.project(pts)
+        ok = torch.zeros(len(ii), dtype=torch.bool)
+        for j in range(V):
+            if j == k:
+                continue
+            u, v = uv[j, :, 0].floor().long(), uv[j, :, 1].floor().long()
+            inside = (z[j] > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+            uc, vc = u.clamp(0, W - 1), v.clamp(0, H - 1)
+            dj = depth[j, vc, uc]
+            agree = inside & valid[j, vc, uc] & ((z[j] - dj).abs() <= tol * dj)
+            ok |= agree
+        out[k].view(-1)[ii[ok]] = True
+    return out
 
 
 def _load_prior(prior_dir: Path, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,6 +350,12 @@ class InitParams(StageParams):
     random_points: int = Field(20_000, ge=100, description="random: Gaussians in the scene box")
     opacity: float = Field(0.1, gt=0, lt=1, description="initial opacity")
     max_sfm_error: float = Field(4.0, gt=0, description="sfm: drop points with a larger reprojection error (px)")
+    far_fill: float = Field(0.0, ge=0, description="also seed the pixels of each training view that the depth "
+                            "prior does not reach (far ground, sky) on a shell at this multiple of the view's "
+                            "farthest trusted depth (0 = off; needs depth_prior)")
+    far_stride: int = Field(4, ge=1, le=32, description="far_fill: seed every n-th pixel")
+    far_plane: bool = Field(True, description="far_fill: put pixels whose ray meets the dominant plane of the SfM "
+                            "points (the table or ground, when there is one) on that plane instead of the shell")
 
 
 @register_stage
@@ -384,6 +438,18 @@ class InitGaussians(Stage):
         if len(pts) == 0:
             raise UserError(f"init method {method!r} produced no points; use 'random'")
         pts, cols = I.subsample(pts, cols, params.max_points, ctx.seed)
+        if params.far_fill > 0:
+            if prior is None:
+                raise UserError("stages.init.far_fill needs the depth_prior stage; add it to the pipeline or set 0")
+            plane = None
+            if params.far_plane and len(sfm.points) >= 20:
+                ext = float((sfm.points.quantile(0.95, 0) - sfm.points.quantile(0.05, 0)).norm())
+                plane = I.fit_support_plane(sfm.points, 0.01 * ext, seed=ctx.seed)
+                m["support_plane"] = None if plane is None else [round(float(x), 5) for x in plane]
+            fp, fc = I.far_shell_points(prior, valid, images, cams, params.far_fill, params.far_stride,
+                                        exclude=masks, plane=plane)
+            pts, cols = torch.cat([pts, fp]), torch.cat([cols, fc])
+            m["n_far_points"] = int(len(fp))
         g = I.gaussians_from_points(pts, cols, opacity=params.opacity)
         write_splat_ply(out / "gaussians.ply", g)
         m["n_gaussians"] = int(len(g))
@@ -400,6 +466,8 @@ class TrainParams(StageParams):
     lambda_ssim: float = Field(0.2, ge=0, le=1, description="weight of 1-SSIM in the photometric loss")
     background: list[float] = Field([1.0, 1.0, 1.0], min_length=3, max_length=3,
                                     description="RGB in [0, 1] behind the Gaussians")
+    random_background: bool = Field(False, description="a random background colour every step, so that surfaces "
+                                    "become opaque (splatfacto's 'random' background)")
     lr_means: float = Field(1.6e-4, gt=0, description="position learning rate (x scene scale), decays to lr_means_final x")
     lr_means_final: float = Field(0.01, gt=0, le=1, description="final/initial position learning rate ratio")
     lr_scales: float = Field(5e-3, gt=0, description="log-scale learning rate")
@@ -425,14 +493,16 @@ class TrainParams(StageParams):
     scale_reg: float = Field(0.0, ge=0, description="weight: no huge Gaussians or needles (0 = off)")
     scale_max_pixels: float = Field(16.0, gt=0, description="scale_reg: largest axis allowed, in pixels of the nearest "
                                     "training view")
-    scale_max_ratio: float = Field(10.0, ge=1, description="scale_reg: largest/smallest axis ratio allowed")
+    scale_max_ratio: float = Field(10.0, ge=1, description="scale_reg: largest/middle axis ratio allowed")
     floaters: bool = Field(False, description="GaussianObject floater elimination (k-NN outlier pruning)")
     floater_every: int = Field(200, ge=1, description="floater elimination every n steps")
     floater_std: float = Field(3.0, gt=0, description="prune beyond mean + this many std of relative k-NN distance")
     hull: Union[bool, Literal["auto"]] = Field(
         False, description="GaussianObject visual-hull constraint: prune Gaussians in front of the hull seen "
         "through the object masks (true: needs masks; auto: when the data has masks)")
-    hull_every: int = Field(100, ge=1, description="hull constraint every n steps")
+    hull_every: int = Field(100, ge=1, description="hull and free-space constraints every n steps")
+    free_space: float = Field(0.0, ge=0, lt=1, description="prune Gaussians in front of the trusted depth prior by "
+                              "more than this fraction of its depth (0 = off; needs depth_prior)")
     hull_margin: float = Field(2.0, ge=0, description="tolerance in front of the hull, in hull voxels")
     threads: Optional[int] = Field(None, ge=1, description="CPU threads (default: 1 or all, whichever a quick probe "
                                    "finds faster on this machine right now)")
@@ -462,10 +532,11 @@ class TrainSplat(Stage):
         masks = vf.load_masks(vidx)
         init = read_splat_ply(Path(ctx.input("init")) / "gaussians.ply")
         prior = valid = None
-        needs_prior = params.depth_rank > 0 or params.depth_continuity > 0 or params.depth_l1 > 0
+        needs_prior = (params.depth_rank > 0 or params.depth_continuity > 0 or params.depth_l1 > 0
+                       or params.free_space > 0)
         if needs_prior:
             if not ctx.has_input("depth_prior"):
-                raise UserError("stages.train.depth_rank/depth_continuity/depth_l1 need the depth_prior stage in the pipeline")
+                raise UserError("stages.train.depth_rank/depth_continuity/depth_l1/free_space need the depth_prior stage in the pipeline")
             prior, valid = _load_prior(ctx.input("depth_prior"), cams.names)
         hull_front, margin = None, 0.0
         hp = Path(ctx.input("init")) / "hull.npz"

@@ -11,11 +11,17 @@ densify/prune) and each preset adds only what it names:
 ``depth_smooth``        edge-aware depth total variation (CoherentGS smoothness)
 ``coherence``           neighbour-offset regularity of Gaussians (CoherentGS)
 ``opacity_reg``         opacities towards 0 or 1 (no haze)
+``random_background``   a random background colour every step (nerfstudio's
+                        splatfacto option): the training photos have no
+                        transparent pixels, so surfaces must become opaque
+                        instead of letting the background colour show through
 ``scale_reg``           no huge Gaussians, no needles
 ``floaters``            GaussianObject floater elimination (k-NN outliers pruned)
 ``hull``                GaussianObject visual-hull constraint: Gaussians in the free
                         space in front of the object's hull (seen through a mask)
                         are pruned
+``free_space``          the same test against the depth prior: Gaussians more than
+                        this fraction in front of a trusted prior depth are pruned
 =====================  ==========================================================
 
 Parameters follow gsplat's strategy convention (``means``, ``quats``, log
@@ -95,6 +101,7 @@ class TrainSettings:
     sh_degree_every: int = 250
     lambda_ssim: float = 0.2
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    random_background: bool = False
     lr_means: float = 1.6e-4
     lr_means_final: float = 0.01
     lr_scales: float = 5e-3
@@ -125,6 +132,7 @@ class TrainSettings:
     floater_std: float = 3.0
     hull: bool = False
     hull_every: int = 100
+    free_space: float = 0.0
     log_every: int = 0
     threads: int | None = None
 
@@ -225,26 +233,43 @@ def floater_mask(means: torch.Tensor, cam_centers: torch.Tensor, k: int, n_std: 
 
 
 @torch.no_grad()
+def free_space_mask(means: torch.Tensor, cameras: Cameras, front: torch.Tensor) -> torch.Tensor:
+    """[N] bool: Gaussians whose centre, in some view, projects to a pixel whose surface is
+    known to be at depth ``front`` [V, H, W] (0 = unknown) and lies in front of it.
+    Each view sees that pixel's surface first, so the space before it is empty: anything
+    there is a floater (invisible from that view's side, a blot from others)."""
+    uv, z = cameras.project(means)
+    C, H, W = front.shape
+    bad = torch.zeros(len(means), dtype=torch.bool, device=means.device)
+    for c in range(C):
+        u = uv[c, :, 0].floor().long()
+        v = uv[c, :, 1].floor().long()
+        ok = (z[c] > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        ii = torch.where(ok)[0]
+        bad[ii[z[c, ii] < front[c, v[ii], u[ii]]]] = True
+    return bad
+
+
+@torch.no_grad()
 def hull_violation_mask(means: torch.Tensor, cameras: Cameras, masks: torch.Tensor, hull_front: torch.Tensor,
                         margin: float) -> torch.Tensor:
     """[N] bool: Gaussians whose centre, in some training view, projects inside the object
     mask but lies in front of the visual hull's front surface by more than ``margin``.
     That space is empty for certain (the ray reaches the object only after entering
     the hull), so anything there is a floater occluding the object."""
-    uv, z = cameras.project(means)
-    C, H, W = masks.shape
-    bad = torch.zeros(len(means), dtype=torch.bool, device=means.device)
     # erode the masks a little: silhouette pixels are where pose/mask errors live
     m = -torch.nn.functional.max_pool2d(-masks[:, None].float(), 3, 1, 1)[:, 0] > 0.5
-    for c in range(C):
-        u = uv[c, :, 0].floor().long()
-        v = uv[c, :, 1].floor().long()
-        ok = (z[c] > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-        ii = torch.where(ok)[0]
-        inm = m[c, v[ii], u[ii]]
-        front = hull_front[c, v[ii], u[ii]]
-        bad[ii[inm & (z[c, ii] < front - margin)]] = True
-    return bad
+    front = torch.where(m & torch.isfinite(hull_front), hull_front - margin, torch.zeros_like(hull_front))
+    return free_space_mask(means, cameras, front)
+
+
+def prior_front(prior: torch.Tensor, valid: torch.Tensor, rel_margin: float) -> torch.Tensor:
+    """[V, H, W] depth before which the depth prior says space is empty: ``prior * (1 - rel_margin)``
+    where the prior is trusted, 0 (unknown) elsewhere; eroded by one pixel because depth edges
+    are where a completed prior is least reliable."""
+    p = torch.where(valid, prior, torch.zeros_like(prior))
+    p = -torch.nn.functional.max_pool2d(-p[:, None], 3, 1, 1)[:, 0]  # nearest surface of the 3x3 neighbourhood
+    return p * (1 - rel_margin)
 
 
 def train_gaussians(init: Gaussians, data: TrainData, cfg: TrainSettings, *, device: torch.device | str = "cpu",
@@ -306,7 +331,8 @@ def _train(init: Gaussians, data: TrainData, cfg: TrainSettings, device: torch.d
     render_depth = use_depth or cfg.depth_smooth > 0
     nbr = ref_off = None
     coh_scale = 1.0
-    n_floaters = n_hull = 0
+    n_floaters = n_hull = n_free = 0
+    free_front = prior_front(prior, prior_valid, cfg.free_space) if cfg.free_space > 0 and prior is not None else None
     stats: dict[str, Any] = {}
     last_psnr = []
     order: list[int] = []
@@ -319,6 +345,8 @@ def _train(init: Gaussians, data: TrainData, cfg: TrainSettings, device: torch.d
         v = order.pop()
         deg = min(cfg.sh_degree, (step - 1) // max(1, cfg.sh_degree_every))
         colors = torch.cat([params["sh0"], params["shN"]], 1)
+        if cfg.random_background:
+            bg = torch.rand(3, generator=gen).to(device)
         out = rasterize_gaussians(
             params["means"], params["quats"], params["scales"].exp(), params["opacities"].sigmoid(), colors,
             cams.world_to_cam[v:v + 1], cams.K[v:v + 1], W, H, sh_degree=deg, background=bg,
@@ -375,6 +403,11 @@ def _train(init: Gaussians, data: TrainData, cfg: TrainSettings, device: torch.d
                 m = floater_mask(params["means"], cams.centers, cfg.floater_k, cfg.floater_std)
             n_floaters += _prune(params, optimizers, state, m)
             nbr = None
+        if cfg.free_space > 0 and prior is not None and step % cfg.hull_every == 0:
+            with torch.no_grad():
+                m = free_space_mask(params["means"], cams, free_front)
+            n_free += _prune(params, optimizers, state, m)
+            nbr = None
         if cfg.hull and hull_front is not None and masks is not None and step % cfg.hull_every == 0:
             with torch.no_grad():
                 m = hull_violation_mask(params["means"], cams, masks, hull_front, data.hull_margin)
@@ -394,6 +427,7 @@ def _train(init: Gaussians, data: TrainData, cfg: TrainSettings, device: torch.d
         "n_init": int(len(init)),
         "pruned_floaters": n_floaters,
         "pruned_hull": n_hull,
+        "pruned_free_space": n_free,
         "iterations": cfg.iterations,
         "train_seconds": wall,
         "seconds_per_iteration": wall / max(1, cfg.iterations),
