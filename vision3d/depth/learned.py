@@ -27,8 +27,19 @@ nearest-sample fill and the distance to the nearest sample), a soft (tanh)
 bound on the log-confidences instead of a hard clamp, and the prior branch's
 scales; version-1 checkpoints still load, with the v1 values of those keys.
 
+Version 3 adds the *near/far mixture prior* (``GradNet(mix=True)``, 10 inputs):
+two more inputs, the log of the per-pixel minimum ("near") and maximum ("far")
+of the sparse samples within about two sample spacings (:func:`near_far_fills`),
+and two more level-0 outputs, logits that blend near fill, classical fill and
+far fill into the base of the prior. Which side of an occlusion edge a pixel
+lies on becomes a per-pixel choice between the nearer and the farther
+neighbouring samples instead of a large gradient correction; the gradients
+and their multi-resolution least-squares integration stay the core, and the
+predicted confidence decides where the solve follows that prior.
+
 Public API: :class:`GradNet`, :func:`predict`, :func:`integrate_depth`, :class:`LearnedCompleter`,
-:func:`save_checkpoint`, :func:`load_checkpoint`, :func:`default_checkpoint_path`.
+:func:`save_checkpoint`, :func:`load_checkpoint`, :func:`default_checkpoint_path`,
+:func:`near_far_fills`.
 """
 
 from __future__ import annotations
@@ -44,12 +55,14 @@ import torch.nn.functional as F
 from vision3d.errors import UserError
 
 ARCH = "v3d-gradnet"
-ARCH_VERSION = 2
-READS_VERSIONS = (1, 2)  # version 1 checkpoints load with the v1 defaults of every new config key
+ARCH_VERSION = 3
+READS_VERSIONS = (1, 2, 3)  # older checkpoints load with the old defaults of every new config key
 GRAD_SCALE = 0.02  # network units -> log-depth gradient per pixel
 PRIOR_SCALE = 0.1  # network units -> log-depth residual of the prior
 PRIOR_BETA = 0.01  # prior confidence at a zero network output
 LOGW_BOUND = 7.0  # |log confidence| bound of the soft (tanh) mapping
+MIX_OFFSET = 2.0  # near/far mixture logits start this far below the classical fill's (weight ~11 % each)
+NEAR_FAR_SCALE = 2.0  # near/far fill window, in sample spacings
 
 
 # ----------------------------------------------------------------------------- integration
@@ -219,15 +232,19 @@ def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class GradNet(nn.Module):
-    """Small U-Net: 6 or 8 input channels -> per level (gx, gy, log-weight x, log-weight y).
+    """Small U-Net: 6, 8 or 10 input channels -> per level (gx, gy, log-weight x, log-weight y).
 
     Input [B, C, H, W]: RGB in [-0.5, 0.5] (3), normalised log classical fill (1),
     normalised log sparse depth (1, 0 where missing), validity mask (1) and, with
     ``in_channels=8``, the normalised log nearest-sample fill (1) and
     log1p(distance to the nearest sample in px) / 4 (1): they tell the network
     where the classical fill is an interpolation across a gap, and how wide.
+    With ``in_channels=10`` also the normalised log near and far fills
+    (:func:`near_far_fills`).
     H and W must be multiples of :attr:`pad_multiple` (LearnedCompleter pads).
-    With ``prior=True`` level 0 has 2 more channels (prior residual, log-confidence).
+    With ``prior=True`` level 0 has 2 more channels (prior residual, log-confidence),
+    with ``mix=True`` (needs ``prior`` and 10 inputs) 2 more: the near and far
+    mixture logits of the prior's base (see :func:`predict`).
     ``soft=True`` maps log-confidences through a bounded tanh instead of a hard
     clamp: a clamp has zero gradient outside its range, so a confidence that
     once saturates can never come back (the v1 model's collapse).
@@ -235,7 +252,7 @@ class GradNet(nn.Module):
 
     def __init__(self, widths: tuple[int, ...] = (16, 24, 32, 48), levels: int = 3, prior: bool = False,
                  in_channels: int = 6, soft: bool = False, prior_scale: float = PRIOR_SCALE,
-                 prior_beta: float = PRIOR_BETA):
+                 prior_beta: float = PRIOR_BETA, mix: bool = False):
         super().__init__()
         # Prior branch: residual = prior_scale * output, confidence = prior_beta * exp(output).
         self.prior_scale, self.prior_beta = float(prior_scale), float(prior_beta)
@@ -244,17 +261,21 @@ class GradNet(nn.Module):
         self.prior = bool(prior)
         self.in_channels = int(in_channels)
         self.soft = bool(soft)
+        self.mix = bool(mix)
         if self.levels > len(self.widths):
             raise ValueError("levels must be <= len(widths)")
-        if self.in_channels not in (6, 8):
-            raise ValueError("in_channels must be 6 or 8")
+        if self.in_channels not in (6, 8, 10):
+            raise ValueError("in_channels must be 6, 8 or 10")
+        if self.mix and not (self.prior and self.in_channels == 10):
+            raise ValueError("mix=True needs prior=True and in_channels=10 (the near/far fill inputs)")
         self.inc = _block(self.in_channels, self.widths[0])
         self.down = nn.ModuleList(_block(self.widths[i], self.widths[i + 1], 2) for i in range(len(self.widths) - 1))
         self.up = nn.ModuleList(
             _block(self.widths[i + 1] + self.widths[i], self.widths[i]) for i in range(len(self.widths) - 1)
         )
         # Level 0 optionally adds 2 channels: a log-depth residual prior and its log-confidence.
-        self.heads = nn.ModuleList(nn.Conv2d(self.widths[l], 4 + (2 if (self.prior and l == 0) else 0), 3, 1, 1)
+        extra = (2 if self.prior else 0) + (2 if self.mix else 0)
+        self.heads = nn.ModuleList(nn.Conv2d(self.widths[l], 4 + (extra if l == 0 else 0), 3, 1, 1)
                                    for l in range(self.levels))
         for h in self.heads:  # start from "gradient = classical fill's, moderate confidence"
             nn.init.zeros_(h.weight)
@@ -295,16 +316,24 @@ def predict(net: GradNet, inp: torch.Tensor, x0: torch.Tensor, beta0: float = 1e
     """Network outputs -> (grads, prior, beta) for :func:`integrate_depth`.
 
     Without a prior head, ``prior`` is ``x0`` and ``beta`` the constant ``beta0``.
-    With one (``net.prior``), prior = x0 + PRIOR_SCALE * residual and beta is a
-    per-pixel confidence ``PRIOR_BETA * exp(.)``: a direct correction, e.g. which
+    With one (``net.prior``), prior = base + prior_scale * residual and beta is a
+    per-pixel confidence ``prior_beta * exp(.)``: a direct correction, e.g. which
     side of an occlusion edge a pixel is on, that integrated gradients express badly.
+    The base is ``x0``, or with ``net.mix`` the softmax blend of (near fill, x0,
+    far fill) with logits (o6 - MIX_OFFSET, 0, o7 - MIX_OFFSET); near and far are
+    input channels 8 and 9 (normalised log, see :func:`make_inputs`).
     """
     outs = net(inp)
     grads = _grads_from(outs, x0, soft=net.soft)
     if not net.prior:
         return grads, x0, beta0
     o = outs[0]
-    prior = x0 + net.prior_scale * o[:, 4:5]
+    base = x0
+    if net.mix:
+        logits = torch.cat([o[:, 6:7] - MIX_OFFSET, torch.zeros_like(o[:, 6:7]), o[:, 7:8] - MIX_OFFSET], 1)
+        w = torch.softmax(logits, 1)
+        base = w[:, 0:1] * inp[:, 8:9] + w[:, 1:2] * x0 + w[:, 2:3] * inp[:, 9:10]
+    prior = base + net.prior_scale * o[:, 4:5]
     lb = _soft_bound(o[:, 5:6], LOGW_BOUND) if net.soft else o[:, 5:6].clamp(-4, 6)
     beta = net.prior_beta * torch.exp(lb)
     return grads, prior, beta
@@ -356,7 +385,8 @@ def make_inputs(rgb: np.ndarray, sparse: np.ndarray, fill: np.ndarray, in_channe
     Args:
         rgb: [H,W,3] float in [0,1]. sparse: [H,W] float depth, 0 = missing.
         fill: [H,W] float dense classical fill (> 0), same unit as sparse.
-        in_channels: 6, or 8 to add the nearest-sample fill and distance channels.
+        in_channels: 6, or 8 to add the nearest-sample fill and distance channels,
+            or 10 to add also the near and far fills (:func:`near_far_fills`).
     Returns:
         (inp [1,C,H,W], x0 [1,1,H,W] normalised log fill, anchors [1,1,H,W],
         mask [1,1,H,W], log_scale float): depth = exp(x + log_scale).
@@ -367,8 +397,11 @@ def make_inputs(rgb: np.ndarray, sparse: np.ndarray, fill: np.ndarray, in_channe
     anchors = np.where(valid, np.log(np.where(valid, sparse, 1.0)) - log_scale, 0.0)
     m = valid.astype(np.float32)
     chans = [np.transpose(rgb, (2, 0, 1)) - 0.5, x0[None], anchors[None], m[None]]
-    if in_channels == 8:
+    if in_channels >= 8:
         chans += list(_nearest_channels(sparse, valid, log_scale))
+    if in_channels == 10:
+        near, far = near_far_fills(sparse)
+        chans += [(np.log(near) - log_scale)[None], (np.log(far) - log_scale)[None]]
     inp = np.concatenate(chans, 0)
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
     return t(inp)[None], t(x0)[None, None], t(anchors)[None, None], t(m)[None, None], log_scale
@@ -381,6 +414,65 @@ def _nearest_channels(sparse: np.ndarray, valid: np.ndarray, log_scale: float):
     dist, idx = ndi.distance_transform_edt(~valid, return_distances=True, return_indices=True)
     nn_log = np.log(sparse[idx[0], idx[1]]) - log_scale
     return nn_log[None].astype(np.float32), (np.log1p(dist) / 4.0)[None].astype(np.float32)
+
+
+def _odd(x: float) -> int:
+    k = int(round(x))
+    return max(3, k + (k % 2 == 0))
+
+
+def near_far_fills(sparse: np.ndarray, scale: float = NEAR_FAR_SCALE) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel minimum ("near") and maximum ("far") of the sparse samples in a window.
+
+    The window is ``scale`` x the sample spacing (:func:`~vision3d.depth.classical.estimate_spacing`,
+    at most 64 px) wide; pixels with no sample in it take the values of a window
+    twice as large, and so on (then nearest sample). Near an occlusion edge the
+    two fills hold the foreground and the background depth.
+
+    Args:
+        sparse: [H,W] float sparse depth (> 0 = sample, any unit), at least one sample.
+    Returns:
+        (near [H,W], far [H,W]) float32, same unit, near <= far, both > 0.
+    """
+    from vision3d.depth.classical import estimate_spacing
+
+    try:
+        import cv2
+    except ImportError:  # scipy fallback (slower, same result)
+        cv2 = None
+
+    sparse = np.asarray(sparse, np.float32)
+    valid = sparse > 0
+    if not valid.any():
+        raise UserError("sparse depth has no valid sample (all values <= 0)")
+    big = np.float32(np.float32(sparse.max()) * 4 + 1)
+    lo = np.where(valid, sparse, big).astype(np.float32)
+    hi = np.where(valid, sparse, 0).astype(np.float32)
+    near, far = np.full_like(lo, big), np.zeros_like(hi)
+    k = _odd(scale * min(estimate_spacing(valid), 64.0))
+    for _ in range(8):
+        empty = far <= 0
+        if not empty.any():
+            break
+        if cv2 is not None:
+            ker = np.ones((k, k), np.uint8)
+            n2 = cv2.erode(lo, ker, borderType=cv2.BORDER_CONSTANT, borderValue=float(big))
+            f2 = cv2.dilate(hi, ker, borderType=cv2.BORDER_CONSTANT, borderValue=0.0)
+        else:
+            from scipy import ndimage as ndi
+
+            n2 = ndi.minimum_filter(lo, size=k, mode="constant", cval=float(big))
+            f2 = ndi.maximum_filter(hi, size=k, mode="constant", cval=0.0)
+        near[empty], far[empty] = n2[empty], f2[empty]
+        k = _odd(2 * k)
+    empty = far <= 0
+    if empty.any():
+        from scipy import ndimage as ndi
+
+        idx = ndi.distance_transform_edt(~valid, return_distances=False, return_indices=True)
+        nn_fill = sparse[idx[0], idx[1]]
+        near[empty], far[empty] = nn_fill[empty], nn_fill[empty]
+    return near, far
 
 
 class LearnedCompleter:
@@ -469,7 +561,7 @@ def save_checkpoint(path: str | Path, net: GradNet, *, alpha: float = 10.0, beta
         "arch": ARCH, "arch_version": ARCH_VERSION,
         "config": {"widths": list(net.widths), "levels": net.levels, "prior": net.prior,
                    "in_channels": net.in_channels, "soft": net.soft,
-                   "prior_scale": net.prior_scale, "prior_beta": net.prior_beta},
+                   "prior_scale": net.prior_scale, "prior_beta": net.prior_beta, "mix": net.mix},
         "integration": {"alpha": alpha, "beta": beta, "iters": iters},
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "meta": meta or {},
@@ -505,7 +597,7 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
         net = GradNet(widths=tuple(cfg["widths"]), levels=int(cfg["levels"]), prior=bool(cfg.get("prior", False)),
                       in_channels=int(cfg.get("in_channels", 6)), soft=bool(cfg.get("soft", False)),
                       prior_scale=float(cfg.get("prior_scale", PRIOR_SCALE)),
-                      prior_beta=float(cfg.get("prior_beta", PRIOR_BETA)))
+                      prior_beta=float(cfg.get("prior_beta", PRIOR_BETA)), mix=bool(cfg.get("mix", False)))
         net.load_state_dict(ck["state_dict"], strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0][:160]

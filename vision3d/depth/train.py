@@ -22,6 +22,12 @@ Loss, where ground truth exists (log-depth normalised by the sparse median):
   gradients and confidences, at every level — it teaches the confidences to
   be low across depth edges and high on smooth surfaces.
 
+``--mix --in-channels 10`` trains the v3 near/far mixture prior
+(:func:`vision3d.depth.learned.near_far_fills`); ``--init`` warm-starts it from
+a v2 checkpoint (new input / output channels start at zero). ``--reset-conf``
+restarts saturated confidences at 1, and ``--nll-scale 1`` lets the gradient
+NLL calibrate only relative confidences (see :func:`gradient_nll`).
+
 The learning rate warms up and then decays (cosine) over the larger of the
 step and the ``--wall-limit`` progress, so a time-limited run ends annealed.
 """
@@ -168,10 +174,22 @@ def make_batch(pool, batch: int, crop: tuple[int, int], rng: np.random.Generator
     return [torch.stack(t) for t in zip(*items[:batch])]
 
 
-def gradient_nll(grads, gt_log: torch.Tensor, gt_valid: torch.Tensor) -> torch.Tensor:
-    """Laplace NLL of the true log-depth gradients: |g - g*| w - log w, averaged over valid edges and levels."""
+def gradient_nll(grads, gt_log: torch.Tensor, gt_valid: torch.Tensor,
+                 log_scales: torch.Tensor | None = None) -> torch.Tensor:
+    """Laplace NLL of the true log-depth gradients: |g - g*| w - log w, averaged over valid edges and levels.
+
+    ``log_scales`` [L] (optional, trained alongside, not saved): the NLL sees the
+    weights times exp(log_scales[l]). The NLL then calibrates only the *relative*
+    confidences (low across depth edges, high on smooth surfaces) while the
+    absolute scale that the solve uses, against the anchors and the prior, is
+    left to the depth losses. Without it the NLL drives every confidence to its
+    upper bound (precision of ~1/error^2 on smooth surfaces) and the solve gets
+    uniform weights: no edge is ever cut.
+    """
     total = gt_log.new_zeros(())
     for level, (gx, gy, wx, wy) in enumerate(grads):
+        if log_scales is not None:
+            wx, wy = wx * torch.exp(log_scales[level]), wy * torch.exp(log_scales[level])
         gl = _pool(gt_log * gt_valid, level)
         vl = (_pool(gt_valid, level) > 0.999).float()  # a coarse cell is valid if all its pixels are
         tx, ty = _grad_pair(gl)
@@ -234,19 +252,55 @@ def _lr(args, step: int, elapsed: float) -> float:
     return 0.5 * args.lr * (1 + math.cos(math.pi * (p - 0.05) / 0.95))
 
 
-def init_from(net: GradNet, path: str, reset_prior: bool = False) -> None:
-    """Warm start from a checkpoint of the same architecture.
+def init_from(net: GradNet, path: str, reset_prior: bool = False) -> list[str]:
+    """Warm start from a checkpoint of the same widths and levels.
 
+    The first conv's weight and the level-0 head may be smaller in the
+    checkpoint (fewer input channels, fewer level-0 outputs, e.g. a v2 model
+    warm-starting a ``--mix`` one): they are copied into the leading slice;
+    the new slice stays zero (new inputs ignored, new outputs 0), so the run
+    starts from that checkpoint's behaviour. Returns the names of such tensors.
     ``reset_prior`` zeroes the prior-branch outputs (channels 4-5 of the level-0
     head), e.g. when their scale changed: the run then starts from that
     checkpoint's gradients and a neutral prior = classical fill.
     """
     ck = torch.load(path, map_location="cpu", weights_only=True)
-    net.load_state_dict(ck["state_dict"], strict=True)
+    own = net.state_dict()
+    src = dict(ck["state_dict"])
+    adapted = []
+    for k, v in list(src.items()):
+        if k in own and own[k].shape != v.shape:
+            o = own[k]
+            # Only the first conv's inputs and the level-0 head's outputs may grow.
+            grows = {"inc.0.weight": 1, "heads.0.weight": 0, "heads.0.bias": 0}.get(k)
+            same = [d for d in range(o.dim()) if d != grows]
+            if grows is None or o.dim() != v.dim() or any(o.shape[d] != v.shape[d] for d in same) \
+                    or o.shape[grows] < v.shape[grows]:
+                raise ValueError(f"{path}: {k} has shape {tuple(v.shape)}, the network {tuple(o.shape)}")
+            new = torch.zeros_like(o)
+            new[tuple(slice(0, n) for n in v.shape[:2])] = v
+            src[k] = new
+            adapted.append(k)
+    net.load_state_dict(src, strict=True)
     if reset_prior and net.prior:
         with torch.no_grad():
             net.heads[0].weight[4:6].zero_()
             net.heads[0].bias[4:6].zero_()
+    return adapted
+
+
+@torch.no_grad()
+def reset_confidences(net: GradNet) -> None:
+    """Zero the log-confidence outputs (channels 2-3) of every level's head: weight 1 on every edge.
+
+    For a warm start from a checkpoint whose confidences sit at the soft bound
+    everywhere (the v2 model: pre-activations ~25, e^7 on every edge, where tanh
+    has no gradient left): the run keeps its features and gradient residuals
+    and learns the confidences again from uniform ones.
+    """
+    for h in net.heads:
+        h.weight[2:4].zero_()
+        h.bias[2:4].zero_()
 
 
 def train(args) -> dict:
@@ -258,29 +312,39 @@ def train(args) -> dict:
     t_render = time.time() - t0
     print(f"rendered/loaded {len(pool[1])} training frames in {t_render:.0f}s; device {dev}", flush=True)
     net = GradNet(widths=tuple(args.widths), levels=args.levels, prior=args.prior, in_channels=args.in_channels,
-                  soft=args.soft, prior_scale=args.prior_scale, prior_beta=args.prior_beta)
+                  soft=args.soft, prior_scale=args.prior_scale, prior_beta=args.prior_beta, mix=args.mix)
     if args.init:
-        init_from(net, args.init, reset_prior=args.reset_prior)
+        adapted = init_from(net, args.init, reset_prior=args.reset_prior)
+        if adapted:
+            print(f"warm start from {args.init}: zero-extended {', '.join(adapted)}", flush=True)
     net = net.to(dev)
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     crop = tuple(args.crop)
+    batches = _batches(pool, args, crop)
+    if args.reset_conf:
+        reset_confidences(net)
+    # Per-level scale of the confidences inside the gradient NLL only (see gradient_nll).
+    nll_scales = torch.zeros(args.levels, device=dev, requires_grad=True) if args.nll_scale else None
+    params = list(net.parameters()) + ([nll_scales] if nll_scales is not None else [])
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     t1, c1 = time.time(), time.process_time()
     hist = []
-    batches = _batches(pool, args, crop)
     step = -1
+    t_wait = 0.0
     for step in range(args.steps):
+        tw = time.time()
         inp, x0, anchors, mask, gt_log, gt_valid = (t.to(dev, non_blocking=True) for t in next(batches))
+        t_wait += time.time() - tw
         grads, prior, beta = predict(net, inp, x0, args.beta)
         x = integrate_depth(grads, anchors, mask, x0, alpha=args.alpha, beta=beta, prior=prior,
                             iters=args.cg_iters)
         l_depth, l_lin = depth_losses(x, gt_log, gt_valid)
-        l_grad = gradient_nll(grads, gt_log, gt_valid)
+        l_grad = gradient_nll(grads, gt_log, gt_valid, nll_scales)
         with torch.no_grad():
             b_depth, b_lin = depth_losses(x0, gt_log, gt_valid)
         loss = l_depth + args.lin_weight * l_lin + args.grad_weight * l_grad
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         for g in opt.param_groups:
             g["lr"] = _lr(args, step, time.time() - t1)
         opt.step()
@@ -288,7 +352,8 @@ def train(args) -> dict:
         if (step + 1) % args.log_every == 0 or step == 0:
             h = np.array(hist[-args.log_every:]).mean(0)
             print(f"step {step + 1}/{args.steps} log-L1 {h[0]:.4f} (classical {h[1]:.4f}) rel-RMSE {h[2]:.4f} "
-                  f"(classical {h[3]:.4f}) grad-nll {l_grad.item():.3f} {time.time() - t1:.0f}s", flush=True)
+                  f"(classical {h[3]:.4f}) grad-nll {l_grad.item():.3f} {time.time() - t1:.0f}s "
+                  f"(waiting for data {t_wait:.0f}s)", flush=True)
         if (args.time_limit and time.process_time() - c1 > args.time_limit) or (
                 args.wall_limit and time.time() - t1 > args.wall_limit):
             print(f"time limit reached after {step + 1} steps", flush=True)
@@ -297,7 +362,10 @@ def train(args) -> dict:
             "device": str(dev), "train_seconds": round(time.time() - t1),
             "train_cpu_seconds": round(time.process_time() - c1), "render_seconds": round(t_render),
             "seed": args.seed, "widths": list(args.widths), "lin_weight": args.lin_weight,
-            "init": os.path.basename(args.init) if args.init else None}
+            "init": os.path.basename(args.init) if args.init else None, "mix": args.mix,
+            "data_wait_seconds": round(t_wait), "reset_conf": bool(args.reset_conf),
+            "nll_scale": bool(args.nll_scale),
+            "nll_log_scales": [round(float(v), 3) for v in nll_scales.detach().cpu()] if nll_scales is not None else None}
     save_checkpoint(args.out, net.cpu(), alpha=args.alpha, beta=args.beta, iters=args.infer_iters, meta=meta)
     print(f"saved {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB) after {meta['train_seconds']}s wall, "
           f"{meta['train_cpu_seconds']}s CPU (training loop)", flush=True)
@@ -353,12 +421,18 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--widths", type=int, nargs="+", default=(16, 24, 32, 48))
     ap.add_argument("--levels", type=int, default=3)
     ap.add_argument("--prior", action="store_true", help="add a per-pixel log-depth prior head (residual + confidence)")
-    ap.add_argument("--in-channels", type=int, default=8, choices=(6, 8),
-                    help="8 adds the nearest-sample fill and distance-to-sample inputs")
+    ap.add_argument("--in-channels", type=int, default=8, choices=(6, 8, 10),
+                    help="8 adds the nearest-sample fill and distance-to-sample inputs, 10 also the near/far fills")
+    ap.add_argument("--mix", action="store_true",
+                    help="near/far mixture prior (needs --prior --in-channels 10; see learned.near_far_fills)")
     ap.add_argument("--prior-scale", type=float, default=0.1, help="prior head: log-depth residual per output unit")
     ap.add_argument("--prior-beta", type=float, default=0.01, help="prior head: confidence at a zero output")
     ap.add_argument("--init", default=None, help="warm start from this checkpoint (same architecture)")
     ap.add_argument("--reset-prior", action="store_true", help="with --init: zero the prior head's outputs")
+    ap.add_argument("--reset-conf", action="store_true",
+                    help="with --init: zero the log-confidence outputs (warm start from saturated confidences)")
+    ap.add_argument("--nll-scale", type=int, default=0, choices=(0, 1),
+                    help="1: the gradient NLL sees the confidences times a trained per-level scale (not saved)")
     ap.add_argument("--soft", type=int, default=1, choices=(0, 1), help="soft (tanh) confidence bound (1) or v1 clamp (0)")
     ap.add_argument("--alpha", type=float, default=10.0)
     ap.add_argument("--beta", type=float, default=1e-3)
