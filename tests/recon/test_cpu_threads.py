@@ -1,0 +1,30 @@
+"""The CPU thread-count rule of the training/render loops (vision3d.recon.trainer.cpu_threads)."""
+
+import torch
+
+from vision3d.recon import trainer
+
+
+def test_all_threads_when_nothing_else_runs_probe_otherwise(monkeypatch):
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(trainer, "_others_busy_cores", lambda: 0.0)
+        monkeypatch.setattr(trainer, "_probe_seconds", lambda n: 1 / 0)  # must not be needed
+        with trainer.cpu_threads("cpu") as th:
+            assert th.chosen == 2 and torch.get_num_threads() == 2
+        # a busy machine: the probe decides; here it finds one thread much faster
+        monkeypatch.setattr(trainer, "_others_busy_cores", lambda: 1.5)
+        monkeypatch.setattr(trainer, "_probe_seconds", lambda n: 10.0 if n > 1 else 0.3)
+        with trainer.cpu_threads("cpu") as th:
+            assert th.chosen == 1 and torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2  # restored on exit
+        with trainer.cpu_threads("cpu", threads=1) as th:  # an explicit count always wins
+            assert th.chosen == 1
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_busy_cores_reads_proc_stat():
+    busy = trainer._others_busy_cores(0.05)
+    assert busy >= 0.0
