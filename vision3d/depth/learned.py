@@ -39,7 +39,7 @@ predicted confidence decides where the solve follows that prior.
 
 Public API: :class:`GradNet`, :func:`predict`, :func:`integrate_depth`, :class:`LearnedCompleter`,
 :func:`save_checkpoint`, :func:`load_checkpoint`, :func:`default_checkpoint_path`,
-:func:`near_far_fills`.
+:func:`near_far_fills`, :func:`mix_logits`.
 """
 
 from __future__ import annotations
@@ -312,7 +312,16 @@ def _edge_avg_y(t: torch.Tensor) -> torch.Tensor:
     return 0.5 * (t[..., 1:, :] + t[..., :-1, :])
 
 
-def predict(net: GradNet, inp: torch.Tensor, x0: torch.Tensor, beta0: float = 1e-3):
+def mix_logits(o0: torch.Tensor) -> torch.Tensor:
+    """Level-0 head output [B,C,H,W] of a ``mix`` model -> [B,3,H,W] logits of (near, classical, far).
+
+    The blend weights of the prior's base are their softmax (see :func:`predict`);
+    :func:`vision3d.depth.train.mix_target_loss` supervises these logits directly.
+    """
+    return torch.cat([o0[:, 6:7] - MIX_OFFSET, torch.zeros_like(o0[:, 6:7]), o0[:, 7:8] - MIX_OFFSET], 1)
+
+
+def predict(net: GradNet, inp: torch.Tensor, x0: torch.Tensor, beta0: float = 1e-3, outs=None):
     """Network outputs -> (grads, prior, beta) for :func:`integrate_depth`.
 
     Without a prior head, ``prior`` is ``x0`` and ``beta`` the constant ``beta0``.
@@ -322,16 +331,16 @@ def predict(net: GradNet, inp: torch.Tensor, x0: torch.Tensor, beta0: float = 1e
     The base is ``x0``, or with ``net.mix`` the softmax blend of (near fill, x0,
     far fill) with logits (o6 - MIX_OFFSET, 0, o7 - MIX_OFFSET); near and far are
     input channels 8 and 9 (normalised log, see :func:`make_inputs`).
+    ``outs``: the network's outputs on ``inp`` if already computed (else run here).
     """
-    outs = net(inp)
+    outs = net(inp) if outs is None else outs
     grads = _grads_from(outs, x0, soft=net.soft)
     if not net.prior:
         return grads, x0, beta0
     o = outs[0]
     base = x0
     if net.mix:
-        logits = torch.cat([o[:, 6:7] - MIX_OFFSET, torch.zeros_like(o[:, 6:7]), o[:, 7:8] - MIX_OFFSET], 1)
-        w = torch.softmax(logits, 1)
+        w = torch.softmax(mix_logits(o), 1)
         base = w[:, 0:1] * inp[:, 8:9] + w[:, 1:2] * x0 + w[:, 2:3] * inp[:, 9:10]
     prior = base + net.prior_scale * o[:, 4:5]
     lb = _soft_bound(o[:, 5:6], LOGW_BOUND) if net.soft else o[:, 5:6].clamp(-4, 6)

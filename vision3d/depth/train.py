@@ -22,6 +22,12 @@ Loss, where ground truth exists (log-depth normalised by the sparse median):
   gradients and confidences, at every level — it teaches the confidences to
   be low across depth edges and high on smooth surfaces.
 
+``--mix-ce-weight W`` adds W x :func:`mix_target_loss`, a direct per-pixel target
+for the blend of that prior (cross-entropy towards the near / classical / far
+fill closest to the ground truth); ``--mix-only`` trains only that loss, with no
+CG solve (fast, e.g. on CPU), while :func:`keep_outputs_loss` holds every other
+output to the ``--init`` model's.
+
 ``--mix --in-channels 10`` trains the v3 near/far mixture prior
 (:func:`vision3d.depth.learned.near_far_fills`); ``--init`` warm-starts it from
 a v2 checkpoint (new input / output channels start at zero). ``--reset-conf``
@@ -42,10 +48,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from vision3d.depth.classical import complete_classical
 from vision3d.depth.learned import (
-    GradNet, _grad_pair, _pool, integrate_depth, make_inputs, predict, save_checkpoint,
+    GradNet, _grad_pair, _pool, integrate_depth, make_inputs, mix_logits, predict, save_checkpoint,
 )
 from vision3d.depth.sparse_patterns import sample_sparse
 
@@ -218,6 +225,52 @@ def depth_losses(x: torch.Tensor, gt_log: torch.Tensor, gt_valid: torch.Tensor):
     return l_log, rmse.mean()
 
 
+def mix_target_loss(logits: torch.Tensor, fills: torch.Tensor, gt_log: torch.Tensor, gt_valid: torch.Tensor,
+                    tau: float = 0.05) -> torch.Tensor:
+    """Direct per-pixel target for the near/classical/far blend: weighted cross-entropy, no solve needed.
+
+    The target at each pixel is the fill closest to the ground truth: a soft
+    target softmax(-|fill_k - gt| / tau) over the three log-depth errors (one-hot
+    on the closest fill as tau -> 0; ``tau <= 0``: hard argmin). Pixels where the
+    choice matters weigh more: weight = min(spread / tau, 1) x depth / median,
+    where spread = largest minus smallest of the three log errors (0 where the
+    fills agree, so flat surfaces carry no weight) and depth / median emphasises
+    far pixels as the benchmark's RMSE in mm does.
+
+    Args:
+        logits: [B,3,H,W] blend logits (near, classical, far), e.g. :func:`~vision3d.depth.learned.mix_logits`.
+        fills: [B,3,H,W] normalised log near / classical / far fills (same order).
+        gt_log: [B,1,H,W] normalised log ground truth; gt_valid: [B,1,H,W] float, 1 where it exists.
+        tau: log-depth error scale of the soft target and the weight ramp.
+    Returns:
+        scalar: the weighted mean cross-entropy (0 when no pixel carries weight).
+    """
+    err = (fills - gt_log).abs()
+    if tau > 0:
+        target = torch.softmax(-err / tau, 1)
+    else:
+        target = F.one_hot(err.argmin(1), 3).permute(0, 3, 1, 2).to(logits.dtype)
+    spread = err.amax(1, keepdim=True) - err.amin(1, keepdim=True)
+    ramp = (spread / tau).clamp(max=1.0) if tau > 0 else (spread > 0).to(logits.dtype)
+    w = (ramp * torch.exp(gt_log.clamp(-6, 6)) * gt_valid).detach()
+    ce = -(target * torch.log_softmax(logits, 1)).sum(1, keepdim=True)
+    return (ce * w).sum() / w.sum().clamp_min(1e-6)
+
+
+def keep_outputs_loss(outs, ref_outs, skip_level0=(6, 7)) -> torch.Tensor:
+    """Mean squared drift of the network's outputs from a frozen reference's, except the mix logits.
+
+    For a mix-only fine-tune (``--mix-only``): the gradient, confidence and prior
+    outputs stay where the reference checkpoint put them while the shared
+    features learn the blend.
+    """
+    total = outs[0].new_zeros(())
+    for level, (o, r) in enumerate(zip(outs, ref_outs)):
+        keep = [c for c in range(o.shape[1]) if not (level == 0 and c in skip_level0)]
+        total = total + ((o[:, keep] - r[:, keep]) ** 2).mean()
+    return total / len(outs)
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -322,8 +375,25 @@ def train(args) -> dict:
     batches = _batches(pool, args, crop)
     if args.reset_conf:
         reset_confidences(net)
+    if args.mix_ce_weight > 0 and not net.mix:
+        raise SystemExit("--mix-ce-weight needs a mix model (--prior --mix --in-channels 10)")
+    ref_net = None
+    if args.mix_only:
+        if not args.init or args.mix_ce_weight <= 0:
+            raise SystemExit("--mix-only needs --init (the reference outputs) and --mix-ce-weight > 0")
+        import copy
+
+        ref_net = copy.deepcopy(net).eval()
+        for p_ in ref_net.parameters():
+            p_.requires_grad_(False)
     # Per-level scale of the confidences inside the gradient NLL only (see gradient_nll).
     nll_scales = torch.zeros(args.levels, device=dev, requires_grad=True) if args.nll_scale else None
+    init_scales = None
+    if args.init:  # a warm start continues from the NLL scales its checkpoint ended with (meta, if recorded)
+        init_scales = torch.load(args.init, map_location="cpu", weights_only=True).get("meta", {}).get("nll_log_scales")
+    if nll_scales is not None and init_scales and len(init_scales) == args.levels:
+        with torch.no_grad():
+            nll_scales.copy_(torch.tensor(init_scales, dtype=torch.float32))
     params = list(net.parameters()) + ([nll_scales] if nll_scales is not None else [])
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     t1, c1 = time.time(), time.process_time()
@@ -334,14 +404,26 @@ def train(args) -> dict:
         tw = time.time()
         inp, x0, anchors, mask, gt_log, gt_valid = (t.to(dev, non_blocking=True) for t in next(batches))
         t_wait += time.time() - tw
-        grads, prior, beta = predict(net, inp, x0, args.beta)
-        x = integrate_depth(grads, anchors, mask, x0, alpha=args.alpha, beta=beta, prior=prior,
-                            iters=args.cg_iters)
-        l_depth, l_lin = depth_losses(x, gt_log, gt_valid)
-        l_grad = gradient_nll(grads, gt_log, gt_valid, nll_scales)
+        outs = net(inp)
+        l_mix = inp.new_zeros(())
+        if args.mix_ce_weight > 0:
+            fills = torch.cat([inp[:, 8:9], x0, inp[:, 9:10]], 1)
+            l_mix = mix_target_loss(mix_logits(outs[0]), fills, gt_log, gt_valid, args.mix_tau)
         with torch.no_grad():
             b_depth, b_lin = depth_losses(x0, gt_log, gt_valid)
-        loss = l_depth + args.lin_weight * l_lin + args.grad_weight * l_grad
+        if args.mix_only:  # no solve: the blend's direct target, the other outputs held to the reference's
+            with torch.no_grad():
+                ref_outs = ref_net(inp)
+            l_keep = keep_outputs_loss(outs, ref_outs)
+            loss = args.mix_ce_weight * l_mix + args.keep_weight * l_keep
+            l_depth, l_lin, l_grad = l_keep, l_mix, l_keep  # logged as "keep" / "mix-CE"
+        else:
+            grads, prior, beta = predict(net, inp, x0, args.beta, outs=outs)
+            x = integrate_depth(grads, anchors, mask, x0, alpha=args.alpha, beta=beta, prior=prior,
+                                iters=args.cg_iters)
+            l_depth, l_lin = depth_losses(x, gt_log, gt_valid)
+            l_grad = gradient_nll(grads, gt_log, gt_valid, nll_scales)
+            loss = l_depth + args.lin_weight * l_lin + args.grad_weight * l_grad + args.mix_ce_weight * l_mix
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -349,7 +431,11 @@ def train(args) -> dict:
             g["lr"] = _lr(args, step, time.time() - t1)
         opt.step()
         hist.append((l_depth.item(), b_depth.item(), l_lin.item(), b_lin.item()))
-        if (step + 1) % args.log_every == 0 or step == 0:
+        if ((step + 1) % args.log_every == 0 or step == 0) and args.mix_only:
+            h = np.array(hist[-args.log_every:]).mean(0)
+            print(f"step {step + 1}/{args.steps} mix-CE {h[2]:.4f} keep {h[0]:.5f} {time.time() - t1:.0f}s "
+                  f"(waiting for data {t_wait:.0f}s)", flush=True)
+        elif (step + 1) % args.log_every == 0 or step == 0:
             h = np.array(hist[-args.log_every:]).mean(0)
             print(f"step {step + 1}/{args.steps} log-L1 {h[0]:.4f} (classical {h[1]:.4f}) rel-RMSE {h[2]:.4f} "
                   f"(classical {h[3]:.4f}) grad-nll {l_grad.item():.3f} {time.time() - t1:.0f}s "
@@ -364,8 +450,10 @@ def train(args) -> dict:
             "seed": args.seed, "widths": list(args.widths), "lin_weight": args.lin_weight,
             "init": os.path.basename(args.init) if args.init else None, "mix": args.mix,
             "data_wait_seconds": round(t_wait), "reset_conf": bool(args.reset_conf),
-            "nll_scale": bool(args.nll_scale),
-            "nll_log_scales": [round(float(v), 3) for v in nll_scales.detach().cpu()] if nll_scales is not None else None}
+            "nll_scale": bool(args.nll_scale), "mix_ce_weight": args.mix_ce_weight, "mix_tau": args.mix_tau,
+            "mix_only": bool(args.mix_only), "keep_weight": args.keep_weight,
+            "nll_log_scales": ([round(float(v), 3) for v in nll_scales.detach().cpu()]
+                               if nll_scales is not None and not args.mix_only else init_scales)}
     save_checkpoint(args.out, net.cpu(), alpha=args.alpha, beta=args.beta, iters=args.infer_iters, meta=meta)
     print(f"saved {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB) after {meta['train_seconds']}s wall, "
           f"{meta['train_cpu_seconds']}s CPU (training loop)", flush=True)
@@ -440,6 +528,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--infer-iters", type=int, default=60)
     ap.add_argument("--grad-weight", type=float, default=0.1)
     ap.add_argument("--lin-weight", type=float, default=1.0, help="weight of the linear-depth RMSE loss")
+    ap.add_argument("--mix-ce-weight", type=float, default=0.0,
+                    help="weight of the blend's direct per-pixel target (mix_target_loss; mix models only)")
+    ap.add_argument("--mix-tau", type=float, default=0.05, help="mix_target_loss: soft-target log-error scale")
+    ap.add_argument("--mix-only", action="store_true",
+                    help="no solve: train only mix_target_loss + --keep-weight x drift of the other outputs "
+                         "from the --init model (fast fine-tune, e.g. on CPU)")
+    ap.add_argument("--keep-weight", type=float, default=10.0, help="with --mix-only: see keep_outputs_loss")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes drawing crops (0: in-process)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (others share the machine)")
