@@ -88,3 +88,17 @@ def test_colmap_pixel_centres_are_at_half(tmp_path):
     for c, r in centres:
         d = np.linalg.norm(kp - [c + 0.5, r + 0.5], axis=1)
         assert d.min() < 0.05, (c, r, kp)
+
+
+def test_pixels_floor_to_the_containing_pixel_and_flag_what_is_outside():
+    K = torch.tensor([[[10.0, 0, 4.0], [0, 10.0, 3.0], [0, 0, 1]]])
+    cams = Cameras(torch.eye(4)[None], K, 8, 6)
+    pts = torch.tensor([[0.0, 0.0, 1.0],       # principal point (4, 3): pixel centre at +0.5 -> column 4, row 3
+                        [-0.399, -0.299, 1.0],  # (0.01, 0.01) -> pixel (0, 0)
+                        [0.5, 0.0, 1.0],        # u = 9: right of the image
+                        [0.0, 0.0, -1.0]])      # behind the camera
+    u, v, z, inside = cams.pixels(pts)
+    assert inside[0].tolist() == [True, True, False, False]
+    assert (u[0, :2].tolist(), v[0, :2].tolist()) == ([4, 0], [3, 0])
+    assert int(u[0, 2]) == 7  # clamped into the image so that it can index a map
+    assert torch.allclose(z[0], torch.tensor([1.0, 1.0, 1.0, -1.0]))

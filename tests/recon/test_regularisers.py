@@ -9,8 +9,7 @@ from vision3d.core.cameras import Cameras, intrinsics_from_fov, look_at
 from vision3d.core.gaussians import Gaussians
 from vision3d.recon import losses as L
 from vision3d.recon.init import carve_visual_hull, gaussians_from_points
-from vision3d.recon.init import far_shell_points
-from vision3d.recon.stages import multiview_consistent
+from vision3d.recon.init import far_shell_points, multiview_consistent
 from vision3d.recon.trainer import (
     TrainData, TrainSettings, floater_mask, free_space_mask, hull_violation_mask, prior_front, render, train_gaussians,
 )

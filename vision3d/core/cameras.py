@@ -83,6 +83,21 @@ class Cameras:
         uv = pix[..., :2] / pix[..., 2:3].clamp_min(1e-12)
         return uv, z
 
+    def pixels(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The pixel each world point falls in, in every view.
+
+        Args:
+            points: [N, 3] world points.
+        Returns:
+            u, v: [C, N] long column / row indices, clamped into the image so that they can
+            index a [C, H, W] map directly (values where ``inside`` is False mean nothing);
+            z: [C, N] camera depth; inside: [C, N] bool, in front of the camera and in frame.
+        """
+        uv, z = self.project(points)
+        u, v = uv[..., 0].floor().long(), uv[..., 1].floor().long()
+        inside = (z > 0) & (u >= 0) & (u < self.width) & (v >= 0) & (v < self.height)
+        return u.clamp(0, self.width - 1), v.clamp(0, self.height - 1), z, inside
+
     def pixel_rays(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """World-space rays through every pixel centre of view ``index``.
 

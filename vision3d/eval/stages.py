@@ -3,14 +3,13 @@
 ``evaluate_views`` is the last stage of ``sparse_view_splat``. It lives beside the
 metrics, not in vision3d.recon, because methods do not import metrics; like every
 ``stages`` module it is glue between the metrics and the pipeline runner. It reads the
-run's artifacts by their documented formats (vision3d.recon.stages / vision3d.recon.views):
-``views/views.json`` + images/masks/depth, ``cameras/cameras.json``,
-``renders/{train,test}/<name>.png`` and ``depth/{train,test}/<name>.npz`` (``depth``, ``alpha``).
+run's artifacts with the readers of the module that writes them
+(:func:`vision3d.recon.views.read_view_folder`, :func:`vision3d.recon.stages.read_cameras`)
+plus ``renders/{train,test}/<name>.png`` and ``depth/{train,test}/<name>.npz`` (``depth``, ``alpha``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -18,30 +17,11 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from vision3d.errors import UserError
+from vision3d.core.cameras import Cameras
 from vision3d.eval.views import view_metrics
 from vision3d.pipeline.stage import Stage, StageContext, StageParams, register_stage
-
-
-def _read_run_views(views_dir: Path) -> dict:
-    try:
-        meta = json.loads((Path(views_dir) / "views.json").read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{views_dir}: not a view folder ({e}); re-run the 'views' stage") from None
-    meta["root"] = Path(views_dir)
-    meta["index"] = {f["name"]: f for f in meta["frames"]}
-    return meta
-
-
-def _read_run_cameras(cam_dir: Path):
-    from vision3d.core.cameras import Cameras
-
-    meta = json.loads((Path(cam_dir) / "cameras.json").read_text())
-    v = meta["views"]
-    cams = Cameras(torch.tensor([x["world_to_cam"] for x in v], dtype=torch.float32),
-                   torch.tensor([x["K"] for x in v], dtype=torch.float32),
-                   int(meta["width"]), int(meta["height"]), [x["name"] for x in v])
-    return cams, [x["split"] for x in v]
+from vision3d.recon.stages import read_cameras
+from vision3d.recon.views import ViewFolder, read_view_folder
 
 
 class EvaluateParams(StageParams):
@@ -60,11 +40,10 @@ class EvaluateViews(Stage):
 
     def run(self, ctx: StageContext, params: EvaluateParams) -> dict:
         from vision3d.io.atomic import atomic_write_json
-        from vision3d.io.images import load_image, load_mask
+        from vision3d.io.images import load_image
 
-        vm_meta = _read_run_views(ctx.input("views"))
-        root, index = vm_meta["root"], vm_meta["index"]
-        cams, splits = _read_run_cameras(ctx.input("cameras"))
+        vf = read_view_folder(ctx.input("views"))
+        cams, splits, _ = read_cameras(ctx.input("cameras"))
         rdir, ddir = Path(ctx.input("renders")), Path(ctx.input("depth"))
         report: dict = {}
         metrics: dict = {}
@@ -72,10 +51,10 @@ class EvaluateViews(Stage):
             names = [n for n, s in zip(cams.names, splits) if s == which]
             if not names:
                 continue
+            vidx = [vf.names.index(n) for n in names]
             preds = [load_image(rdir / which / f"{n}.png") for n in names]
-            gts = [load_image(root / index[n]["image"]) for n in names]
-            masks = [load_mask(root / index[n]["mask"]) for n in names] if vm_meta.get("has_masks") else None
-            vm = view_metrics(preds, gts, names, masks)
+            masks = vf.load_masks(vidx)
+            vm = view_metrics(preds, list(vf.load_images(vidx)), names, None if masks is None else list(masks))
             report[which] = vm
             prefix = "" if which == "test" else "train_"
             metrics[f"{prefix}psnr"] = vm["psnr"]
@@ -87,22 +66,22 @@ class EvaluateViews(Stage):
                 metrics["lpips_skipped"] = vm["lpips_skipped"]
             if "psnr_masked" in vm:
                 metrics["psnr_object"] = vm["psnr_masked"]
-            if vm_meta.get("has_depth"):
+            gtd = vf.load_depths(vidx)
+            if gtd is not None:
                 from vision3d.eval.depth import aggregate as depth_aggregate
                 from vision3d.eval.depth import depth_metrics
 
                 rows = []
-                for n in names:
+                for k, n in enumerate(names):
                     pd = torch.from_numpy(np.load(ddir / which / f"{n}.npz")["depth"])
-                    g = torch.from_numpy(np.load(root / index[n]["depth"]))
-                    rows.append(depth_metrics(pd, torch.where(pd > 0, g, torch.zeros_like(g))))  # where the splat covers
+                    rows.append(depth_metrics(pd, torch.where(pd > 0, gtd[k], torch.zeros_like(gtd[k]))))  # where the splat covers
                 dm = depth_aggregate(rows)
                 report["depth"] = dm
                 metrics.update(depth_abs_rel=dm["rel"], depth_rmse_mm=dm["rmse_mm"], depth_delta1=dm["delta1"])
         if "test" not in splits:
             metrics["note"] = "no held-out views with poses in the data: only training-view metrics"
-        if vm_meta.get("mesh") and Path(vm_meta["mesh"]).is_file():
-            geo = _geometry(vm_meta, cams, splits, ddir, params, ctx.seed)
+        if vf.mesh is not None and Path(vf.mesh).is_file():
+            geo = _geometry(vf, cams, splits, ddir, params, ctx.seed)
             report["geometry"] = geo
             metrics.update({k: geo[k] for k in ("chamfer", "fscore", "fscore_threshold")})
             if "object" in geo:
@@ -112,7 +91,7 @@ class EvaluateViews(Stage):
         return {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()}
 
 
-def _geometry(vm_meta: dict, cams, splits: list[str], ddir: Path, params: EvaluateParams, seed: int) -> dict:
+def _geometry(vf: ViewFolder, cams: Cameras, splits: list[str], ddir: Path, params: EvaluateParams, seed: int) -> dict:
     """Chamfer / F-score of the rendered surface (depth of every rendered view with alpha
     > 0.5, lifted to 3D) against the GT mesh, restricted to the part some view sees; and
     against the object mesh (``mesh_object.ply`` next to it) inside the object's box."""
@@ -130,9 +109,9 @@ def _geometry(vm_meta: dict, cams, splits: list[str], ddir: Path, params: Evalua
     g = torch.Generator().manual_seed(seed)
     if len(pred) > params.chamfer_points:
         pred = pred[torch.randperm(len(pred), generator=g)[:params.chamfer_points]]
-    mesh = Path(vm_meta["mesh"])
+    mesh = Path(vf.mesh)
     gt = sample_surface(load_mesh(mesh), params.chamfer_points * 20, seed=seed)
-    gt = gt[_visible(gt, vm_meta, cams)]
+    gt = gt[_visible(gt, vf, cams)]
     if len(gt) > params.chamfer_points:
         gt = gt[torch.randperm(len(gt), generator=g)[:params.chamfer_points]]
     extent = float((gt.max(0).values - gt.min(0).values).norm()) if len(gt) else 1.0
@@ -149,20 +128,11 @@ def _geometry(vm_meta: dict, cams, splits: list[str], ddir: Path, params: Evalua
     return out
 
 
-def _visible(points: torch.Tensor, vm_meta: dict, cams) -> torch.Tensor:
+def _visible(points: torch.Tensor, vf: ViewFolder, cams: Cameras) -> torch.Tensor:
     """[P] bool: GT samples that some view sees (GT depth test when the data has depth, else in frame)."""
-    uv, z = cams.project(points)
-    vis = torch.zeros(len(points), dtype=torch.bool)
-    root, index = vm_meta["root"], vm_meta["index"]
-    for c, n in enumerate(cams.names):
-        u, v = uv[c, :, 0].floor().long(), uv[c, :, 1].floor().long()
-        ok = (z[c] > 0) & (u >= 0) & (u < cams.width) & (v >= 0) & (v < cams.height)
-        if vm_meta.get("has_depth"):
-            gd = torch.from_numpy(np.load(root / index[n]["depth"]))
-            ii = torch.where(ok)[0]
-            dz = gd[v[ii], u[ii]]
-            hit = (dz > 0) & ((z[c, ii] - dz).abs() < 0.01 * dz + 1e-3)
-            ok = torch.zeros_like(ok)
-            ok[ii[hit]] = True
-        vis |= ok
-    return vis
+    u, v, z, inside = cams.pixels(points)
+    gtd = vf.load_depths([vf.names.index(n) for n in cams.names])
+    if gtd is not None:
+        dz = gtd[torch.arange(len(cams))[:, None], v, u]
+        inside &= (dz > 0) & ((z - dz).abs() < 0.01 * dz + 1e-3)
+    return inside.any(0)

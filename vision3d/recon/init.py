@@ -144,6 +144,34 @@ def support_mask(sparse: torch.Tensor, max_px: float) -> torch.Tensor:
     return torch.from_numpy(d <= max_px)
 
 
+def multiview_consistent(depth: torch.Tensor, valid: torch.Tensor, cams: Cameras, tol: float) -> torch.Tensor:
+    """Geometric consistency check of per-view depth maps (the filter of MVS depth fusion).
+
+    Args:
+        depth: [V, H, W] z-depth per view (0 = none).
+        valid: [V, H, W] bool, where each depth is trusted so far.
+        cams: the V cameras.
+        tol: relative depth tolerance.
+    Returns:
+        [V, H, W] bool: ``valid`` and, lifted to 3D and projected into some other view,
+        within ``tol`` of that view's trusted depth. Completion errors rarely agree across
+        views, true surfaces seen twice do; surfaces only one view sees are dropped too.
+    """
+    V = len(depth)
+    out = torch.zeros_like(valid)
+    views = torch.arange(V)[:, None]
+    for k in range(V):
+        o, dirs = cams.pixel_rays(k)
+        ii = torch.where(valid[k].reshape(-1))[0]
+        pts = o.reshape(-1, 3)[ii] + depth[k].reshape(-1)[ii, None] * dirs.reshape(-1, 3)[ii]
+        u, v, z, inside = cams.pixels(pts)
+        dj = depth[views, v, u]
+        agree = inside & valid[views, v, u] & ((z - dj).abs() <= tol * dj)
+        agree[k] = False  # another view must agree, not the view itself
+        out[k].view(-1)[ii[agree.any(0)]] = True
+    return out
+
+
 def backproject_depth(depth: torch.Tensor, image: torch.Tensor, cameras: Cameras, view: int, *,
                       stride: int = 2, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Lift a depth map to coloured 3D points on a pixel grid.
@@ -338,7 +366,7 @@ def carve_visual_hull(cameras: Cameras, masks: torch.Tensor, lo: torch.Tensor, h
     # Dilate the masks by one pixel: anti-aliased mask edges and small pose errors
     # must not carve away the object's silhouette.
     m = torch.nn.functional.max_pool2d(masks[:, None].float(), 3, 1, 1)[:, 0] > 0
-    C, H, W = m.shape
+    C = len(m)
 
     def carve(lo: torch.Tensor, hi: torch.Tensor) -> VisualHull:
         size = (hi - lo).clamp_min(1e-9)
@@ -346,18 +374,9 @@ def carve_visual_hull(cameras: Cameras, masks: torch.Tensor, lo: torch.Tensor, h
         dims = [max(1, int(math.ceil(float(s) / voxel))) for s in size]
         g = torch.stack(torch.meshgrid(*[torch.arange(d) for d in dims], indexing="ij"), -1).reshape(-1, 3).float()
         pts = lo + (g + 0.5) * voxel
-        uv, z = cameras.project(pts)
-        keep = torch.ones(len(pts), dtype=torch.bool)
-        seen = torch.zeros(len(pts), dtype=torch.int32)
-        for c in range(C):
-            u = uv[c, :, 0].floor().long()
-            v = uv[c, :, 1].floor().long()
-            inside = (z[c] > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-            hit = torch.zeros(len(pts), dtype=torch.bool)
-            hit[inside] = m[c, v[inside], u[inside]]
-            keep &= ~inside | hit
-            seen += inside.int()
-        keep &= seen >= min(min_views, C)
+        u, v, _, inside = cameras.pixels(pts)
+        hit = m[torch.arange(C)[:, None], v, u]
+        keep = (~inside | hit).all(0) & (inside.sum(0) >= min(min_views, C))
         return VisualHull(lo.clone(), voxel, keep.reshape(*dims))
 
     hull = carve(lo, hi)
@@ -386,17 +405,12 @@ def hull_points(hull: VisualHull, images: torch.Tensor, cameras: Cameras) -> tup
     if len(pts) == 0:
         return pts, pts.clone()
     front = hull.front_depth(cameras)
-    uv, z = cameras.project(pts)
-    C, H, W = front.shape
+    u, v, z, inside = cameras.pixels(pts)
     acc = torch.zeros(len(pts), 3)
     cnt = torch.zeros(len(pts), 1)
-    for c in range(C):
-        u = uv[c, :, 0].floor().long()
-        v = uv[c, :, 1].floor().long()
-        ok = (z[c] > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-        vis = torch.zeros(len(pts), dtype=torch.bool)
-        vis[ok] = z[c, ok] <= front[c, v[ok], u[ok]] + 1.5 * hull.voxel
-        acc[vis] += images[c, v[vis], u[vis]]
+    for c in range(len(cameras)):
+        vis = inside[c] & (z[c] <= front[c, v[c], u[c]] + 1.5 * hull.voxel)
+        acc[vis] += images[c, v[c, vis], u[c, vis]]
         cnt[vis] += 1
     col = torch.where(cnt > 0, acc / cnt.clamp_min(1), torch.full_like(acc, 0.5))
     # jitter inside the voxel so the initial Gaussians do not sit on a visible lattice

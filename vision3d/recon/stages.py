@@ -245,7 +245,7 @@ class DepthPrior(Stage):
 
     def run(self, ctx: StageContext, params: DepthPriorParams) -> dict:
         from vision3d.io.images import save_image
-        from vision3d.recon.init import dense_depth_prior, support_mask
+        from vision3d.recon.init import dense_depth_prior, multiview_consistent, support_mask
         from vision3d.recon.render import colorize_depth
 
         vf = read_view_folder(ctx.input("views"))
@@ -288,40 +288,6 @@ class DepthPrior(Stage):
             m["gt_median_rel_err"] = float(np.mean(rel))  # how good the prior is (diagnostic; GT never trains)
             m["gt_outliers_5pct"] = float(np.mean(outl))
         return m
-
-
-def multiview_consistent(depth: torch.Tensor, valid: torch.Tensor, cams: Cameras, tol: float) -> torch.Tensor:
-    """Geometric consistency check of per-view depth maps (the filter of MVS depth fusion).
-
-    Args:
-        depth: [V, H, W] z-depth per view (0 = none).
-        valid: [V, H, W] bool, where each depth is trusted so far.
-        cams: the V cameras.
-        tol: relative depth tolerance.
-    Returns:
-        [V, H, W] bool: ``valid`` and, lifted to 3D and projected into some other view,
-        within ``tol`` of that view's trusted depth. Completion errors rarely agree across
-        views, true surfaces seen twice do; surfaces only one view sees are dropped too.
-    """
-    V, H, W = depth.shape
-    out = torch.zeros_like(valid)
-    for k in range(V):
-        o, dirs = cams.pixel_rays(k)
-        ii = torch.where(valid[k].reshape(-1))[0]
-        pts = o.reshape(-1, 3)[ii] + depth[k].reshape(-1)[ii, None] * dirs.reshape(-1, 3)[ii]
-        uv, z = cams.project(pts)
-        ok = torch.zeros(len(ii), dtype=torch.bool)
-        for j in range(V):
-            if j == k:
-                continue
-            u, v = uv[j, :, 0].floor().long(), uv[j, :, 1].floor().long()
-            inside = (z[j] > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-            uc, vc = u.clamp(0, W - 1), v.clamp(0, H - 1)
-            dj = depth[j, vc, uc]
-            agree = inside & valid[j, vc, uc] & ((z[j] - dj).abs() <= tol * dj)
-            ok |= agree
-        out[k].view(-1)[ii[ok]] = True
-    return out
 
 
 def _load_prior(prior_dir: Path, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -262,16 +262,9 @@ def free_space_mask(means: torch.Tensor, cameras: Cameras, front: torch.Tensor) 
     known to be at depth ``front`` [V, H, W] (0 = unknown) and lies in front of it.
     Each view sees that pixel's surface first, so the space before it is empty: anything
     there is a floater (invisible from that view's side, a blot from others)."""
-    uv, z = cameras.project(means)
-    C, H, W = front.shape
-    bad = torch.zeros(len(means), dtype=torch.bool, device=means.device)
-    for c in range(C):
-        u = uv[c, :, 0].floor().long()
-        v = uv[c, :, 1].floor().long()
-        ok = (z[c] > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-        ii = torch.where(ok)[0]
-        bad[ii[z[c, ii] < front[c, v[ii], u[ii]]]] = True
-    return bad
+    u, v, z, inside = cameras.pixels(means)
+    c = torch.arange(len(cameras), device=means.device)[:, None]
+    return (inside & (z < front[c, v, u])).any(0)
 
 
 @torch.no_grad()
