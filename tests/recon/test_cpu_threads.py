@@ -28,3 +28,23 @@ def test_all_threads_when_nothing_else_runs_probe_otherwise(monkeypatch):
 def test_busy_cores_reads_proc_stat():
     busy = trainer._others_busy_cores(0.05)
     assert busy >= 0.0
+
+
+def test_busy_cores_does_not_count_this_process():
+    import threading
+    import time
+
+    baseline = trainer._others_busy_cores(0.3)  # whatever else runs on this machine
+    stop = time.monotonic() + 1.0
+
+    def spin():  # a thread of ours keeping a core busy, as a thread pool spinning after a stage does
+        while time.monotonic() < stop:
+            pass
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        others = trainer._others_busy_cores(0.3)
+    finally:
+        t.join()
+    assert others < baseline + 0.5  # counted, our own spinning thread would add ~1 core

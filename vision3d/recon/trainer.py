@@ -60,9 +60,10 @@ def _probe_seconds(n_threads: int) -> float:
 
 
 def _others_busy_cores(window: float = 0.3) -> float:
-    """Cores kept busy by other processes right now, from /proc/stat over ``window`` seconds
-    (this process sleeps meanwhile); inf where /proc is not available. The load average
-    would not do: it lags a minute and counts this process's own earlier stages."""
+    """Cores kept busy by other processes right now, from /proc/stat over ``window`` seconds,
+    minus this process's own CPU time (its thread pools may still be spinning after the
+    previous stage); inf where /proc is not available. The load average would not do: it
+    lags a minute and counts this process's own earlier stages."""
     import os
 
     def busy() -> int:
@@ -70,12 +71,17 @@ def _others_busy_cores(window: float = 0.3) -> float:
             v = [int(x) for x in f.readline().split()[1:]]
         return sum(v) - v[3] - (v[4] if len(v) > 4 else 0)  # all but idle and iowait
 
+    def own() -> int:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime of all threads (fields 14 and 15)
+
     try:
-        b0 = busy()
+        b0, s0 = busy(), own()
         time.sleep(window)
-        b1 = busy()
-        return max(0.0, (b1 - b0) / os.sysconf("SC_CLK_TCK") / window)
-    except (OSError, ValueError, AttributeError):
+        b1, s1 = busy(), own()
+        return max(0.0, ((b1 - b0) - (s1 - s0)) / os.sysconf("SC_CLK_TCK") / window)
+    except (OSError, ValueError, AttributeError, IndexError):
         return math.inf
 
 
