@@ -45,12 +45,12 @@ def preset_config(name: str) -> Path:
     return p
 
 
-def make_scene(cache: Path, model: str, size: int, n_test: int, seed: int) -> Path:
+def make_scene(cache: Path, model: str, size: int, n_test: int, seed: int, scene: str = "table") -> Path:
     from vision3d.data.synth_views import synthesize_views
 
-    d = cache / f"{model}_{size}_t{n_test}_s{seed}"
+    d = cache / (f"{model}_{size}_t{n_test}_s{seed}" + ("" if scene == "table" else f"_{scene}"))
     if not (d / "transforms.json").is_file():
-        synthesize_views(d, model=model, n_train=4, n_test=n_test, width=size, height=size, scene="table",
+        synthesize_views(d, model=model, n_train=4, n_test=n_test, width=size, height=size, scene=scene,
                          seed=seed, overwrite=True)
     return d
 
@@ -93,6 +93,7 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=256, help="image size in pixels")
     ap.add_argument("--n-test", type=int, default=8, help="held-out views per scene")
     ap.add_argument("--seed", type=int, default=0, help="scene seed")
+    ap.add_argument("--scene", default="table", help="synth_views scene around the object: table | props | wood | none")
     ap.add_argument("--iterations", type=int, default=None, help="override every preset's iteration count")
     ap.add_argument("--set", action="append", default=[], help="extra override for every preset (KEY.PATH=VALUE)")
     ap.add_argument("--cache", default="/tmp/vision3d_bench_sparse_view", help="where scenes and runs go")
@@ -117,7 +118,7 @@ def main() -> int:
     print(hdr)
     rows = []
     for scene in scenes:
-        sd = make_scene(cache, scene, args.size, args.n_test, args.seed)
+        sd = make_scene(cache, scene, args.size, args.n_test, args.seed, args.scene)
         first: Path | None = None
         for preset in presets:
             label = preset + args.tag

@@ -12,9 +12,12 @@ densify/prune) and each preset adds only what it names:
 ``coherence``           neighbour-offset regularity of Gaussians (CoherentGS)
 ``opacity_reg``         opacities towards 0 or 1 (no haze)
 ``random_background``   a random background colour every step (nerfstudio's
-                        splatfacto option): the training photos have no
-                        transparent pixels, so surfaces must become opaque
-                        instead of letting the background colour show through
+                        splatfacto option): surfaces must become opaque instead
+                        of letting the background colour show through. Backdrop
+                        pixels (exactly the background colour, outside the object
+                        mask: :func:`backdrop_mask`) take the same random colour
+                        in the target, as splatfacto composites transparent
+                        pixels, so an empty white backdrop stays empty
 ``scale_reg``           no huge Gaussians, no needles
 ``floaters``            GaussianObject floater elimination (k-NN outliers pruned)
 ``hull``                GaussianObject visual-hull constraint: Gaussians in the free
@@ -286,6 +289,24 @@ def hull_violation_mask(means: torch.Tensor, cameras: Cameras, masks: torch.Tens
     return free_space_mask(means, cameras, front)
 
 
+def backdrop_mask(images: torch.Tensor, background, masks: torch.Tensor | None = None,
+                  tol: float = 2.0 / 255) -> torch.Tensor:
+    """Pixels of the training photos that show the empty backdrop: [V,H,W,3], colour -> [V,H,W] bool.
+
+    A backdrop pixel has the background colour on every channel (within ``tol``,
+    8-bit / JPEG rounding) and, with object masks [V,H,W], lies outside the
+    object. With a random background these pixels must render as "nothing here"
+    rather than as opaque white Gaussians that then hide the object from other
+    views. Photos of real scenes rarely hold exact background-coloured pixels,
+    so for them the mask is (nearly) empty and nothing changes.
+    """
+    bg = torch.as_tensor(background, dtype=images.dtype, device=images.device)
+    out = ((images - bg).abs() <= tol).all(-1)
+    if masks is not None:
+        out &= ~masks.bool()
+    return out
+
+
 def prior_front(prior: torch.Tensor, valid: torch.Tensor, rel_margin: float) -> torch.Tensor:
     """[V, H, W] depth before which the depth prior says space is empty: ``prior * (1 - rel_margin)``
     where the prior is trusted, 0 (unknown) elsewhere; eroded by one pixel because depth edges
@@ -331,6 +352,9 @@ def _train(init: Gaussians, data: TrainData, cfg: TrainSettings, device: torch.d
     masks = data.masks.to(device) if data.masks is not None else None
     hull_front = data.hull_front.to(device) if data.hull_front is not None else None
     bg = torch.tensor(cfg.background, dtype=torch.float32, device=device)
+    backdrop = backdrop_mask(images, cfg.background, masks) if cfg.random_background else None
+    if backdrop is not None and not backdrop.any():
+        backdrop = None
 
     centers = data.cameras.centers
     scene_scale = float((centers - centers.mean(0)).norm(dim=-1).max()) * 1.1 or 1.0
@@ -377,6 +401,8 @@ def _train(init: Gaussians, data: TrainData, cfg: TrainSettings, device: torch.d
         )
         rgb = out.rgb[0]
         gt = images[v]
+        if backdrop is not None:  # the backdrop shows the same random colour the render's background has
+            gt = torch.where(backdrop[v][..., None], bg, gt)
         loss = L.photometric_loss(rgb, gt, cfg.lambda_ssim)
         terms: dict[str, torch.Tensor] = {}
         if render_depth:
