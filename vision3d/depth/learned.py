@@ -37,6 +37,13 @@ neighbouring samples instead of a large gradient correction; the gradients
 and their multi-resolution least-squares integration stay the core, and the
 predicted confidence decides where the solve follows that prior.
 
+Version 4 adds an optional *candidate-fill scorer*
+(:mod:`vision3d.depth.candidates`): before the network runs, the classical
+fill's uncertain pixels are replaced by a learned per-pixel blend of nearby
+samples, and that fill is the network's input, initial guess and prior. The
+gradient network itself is unchanged; a checkpoint without a scorer behaves as
+version 3.
+
 Public API: :class:`GradNet`, :func:`predict`, :func:`integrate_depth`, :class:`LearnedCompleter`,
 :func:`save_checkpoint`, :func:`load_checkpoint`, :func:`default_checkpoint_path`,
 :func:`near_far_fills`, :func:`mix_logits`.
@@ -55,8 +62,8 @@ import torch.nn.functional as F
 from vision3d.errors import UserError
 
 ARCH = "v3d-gradnet"
-ARCH_VERSION = 3
-READS_VERSIONS = (1, 2, 3)  # older checkpoints load with the old defaults of every new config key
+ARCH_VERSION = 4
+READS_VERSIONS = (1, 2, 3, 4)  # older checkpoints load with the old defaults of every new config key
 GRAD_SCALE = 0.02  # network units -> log-depth gradient per pixel
 PRIOR_SCALE = 0.1  # network units -> log-depth residual of the prior
 PRIOR_BETA = 0.01  # prior confidence at a zero network output
@@ -321,7 +328,8 @@ def mix_logits(o0: torch.Tensor) -> torch.Tensor:
     return torch.cat([o0[:, 6:7] - MIX_OFFSET, torch.zeros_like(o0[:, 6:7]), o0[:, 7:8] - MIX_OFFSET], 1)
 
 
-def predict(net: GradNet, inp: torch.Tensor, x0: torch.Tensor, beta0: float = 1e-3, outs=None):
+def predict(net: GradNet, inp: torch.Tensor, x0: torch.Tensor, beta0: float = 1e-3, outs=None,
+            use_mix: bool = True):
     """Network outputs -> (grads, prior, beta) for :func:`integrate_depth`.
 
     Without a prior head, ``prior`` is ``x0`` and ``beta`` the constant ``beta0``.
@@ -332,6 +340,9 @@ def predict(net: GradNet, inp: torch.Tensor, x0: torch.Tensor, beta0: float = 1e
     far fill) with logits (o6 - MIX_OFFSET, 0, o7 - MIX_OFFSET); near and far are
     input channels 8 and 9 (normalised log, see :func:`make_inputs`).
     ``outs``: the network's outputs on ``inp`` if already computed (else run here).
+    ``use_mix=False`` keeps the base at ``x0`` even for a ``mix`` model: with a
+    candidate-fill scorer, ``x0`` already holds the per-pixel choice between the
+    nearby samples, and blending in the near/far fills again measured worse.
     """
     outs = net(inp) if outs is None else outs
     grads = _grads_from(outs, x0, soft=net.soft)
@@ -339,7 +350,7 @@ def predict(net: GradNet, inp: torch.Tensor, x0: torch.Tensor, beta0: float = 1e
         return grads, x0, beta0
     o = outs[0]
     base = x0
-    if net.mix:
+    if net.mix and use_mix:
         w = torch.softmax(mix_logits(o), 1)
         base = w[:, 0:1] * inp[:, 8:9] + w[:, 1:2] * x0 + w[:, 2:3] * inp[:, 9:10]
     prior = base + net.prior_scale * o[:, 4:5]
@@ -492,13 +503,17 @@ class LearnedCompleter:
         alpha, beta: integration weights (see :func:`integrate_depth`).
         iters: CG iterations at inference.
         device: torch device.
+        scorer: optional candidate-fill scorer (:class:`vision3d.depth.candidates.FillScorer`).
+        meta: the checkpoint's free-form metadata (training settings, losses).
     """
 
     def __init__(self, net: GradNet, *, alpha: float = 10.0, beta: float = 1e-3, iters: int = 150,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", scorer=None, meta: dict | None = None):
         self.net = net.eval().to(device)
+        self.scorer = scorer.eval().to(device) if scorer is not None else None
         self.alpha, self.beta, self.iters = alpha, beta, iters
         self.device = torch.device(device)
+        self.meta = dict(meta or {})
 
     @torch.no_grad()
     def __call__(self, rgb: np.ndarray, sparse: np.ndarray, fill: np.ndarray | None = None,
@@ -508,7 +523,8 @@ class LearnedCompleter:
         Args:
             rgb: [H,W,3] float RGB in [0,1] (uint8 is converted).
             sparse: [H,W] float sparse depth (any unit), 0 = missing.
-            fill: optional [H,W] classical fill (default: RGB-guided classical).
+            fill: optional [H,W] classical fill (default: RGB-guided classical); with a
+                scorer, its uncertain pixels are replaced by the scorer's candidate blend.
             keep_sparse: re-insert measured values exactly.
             iters: CG iterations (default: the checkpoint's); the solve starts from
                 the classical fill, so a few dozen suffice.
@@ -524,6 +540,10 @@ class LearnedCompleter:
             # shipped model was trained on unguided fills; guided ones are closer
             # to the truth and the network only corrects gradients around them).
             fill = complete_classical(sparse, rgb)
+        if self.scorer is not None:
+            from vision3d.depth.candidates import scored_fill
+
+            fill = scored_fill(self.scorer, rgb, sparse, np.asarray(fill, np.float32), device=self.device)
         H, W = sparse.shape
         m = self.net.pad_multiple
         Hp, Wp = -(-H // m) * m, -(-W // m) * m
@@ -534,7 +554,7 @@ class LearnedCompleter:
         mask = F.pad(mask, pad)
         inp[:, 5:6] = mask
         dev = self.device
-        grads, prior, beta = predict(self.net, inp.to(dev), x0.to(dev), self.beta)
+        grads, prior, beta = predict(self.net, inp.to(dev), x0.to(dev), self.beta, use_mix=self.scorer is None)
         x = integrate_depth(grads, anchors.to(dev), mask.to(dev), x0.to(dev), alpha=self.alpha,
                             beta=beta, prior=prior, iters=self.iters if iters is None else int(iters))
         out = torch.exp(x[0, 0, :H, :W] + log_scale).cpu().numpy().astype(np.float32)
@@ -562,8 +582,8 @@ def default_checkpoint_path() -> Path:
 
 
 def save_checkpoint(path: str | Path, net: GradNet, *, alpha: float = 10.0, beta: float = 1e-3,
-                    iters: int = 150, meta: dict | None = None) -> None:
-    """Write ``net`` and its integration settings (atomically: temp file, then rename)."""
+                    iters: int = 150, meta: dict | None = None, scorer=None) -> None:
+    """Write ``net``, its integration settings and an optional candidate-fill ``scorer`` (atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -575,6 +595,9 @@ def save_checkpoint(path: str | Path, net: GradNet, *, alpha: float = 10.0, beta
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "meta": meta or {},
     }
+    if scorer is not None:
+        payload["scorer"] = {"hidden": scorer.hidden,
+                             "state_dict": {k: v.detach().cpu() for k, v in scorer.state_dict().items()}}
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
@@ -611,6 +634,17 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0][:160]
         raise UserError(f"{path}: weights do not match the {ARCH} architecture ({first}); {hint}") from None
+    scorer = None
+    if ck.get("scorer") is not None:
+        from vision3d.depth.candidates import FillScorer
+
+        try:
+            scorer = FillScorer(int(ck["scorer"]["hidden"]))
+            scorer.load_state_dict(ck["scorer"]["state_dict"], strict=True)
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0][:160]
+            raise UserError(f"{path}: candidate-fill scorer weights do not match ({first}); {hint}") from None
     integ = ck.get("integration", {})
     return LearnedCompleter(net, alpha=float(integ.get("alpha", 10.0)), beta=float(integ.get("beta", 1e-3)),
-                            iters=int(integ.get("iters", 150)), device=device)
+                            iters=int(integ.get("iters", 150)), device=device, scorer=scorer,
+                            meta=ck.get("meta") if isinstance(ck.get("meta"), dict) else None)

@@ -34,6 +34,10 @@ a v2 checkpoint (new input / output channels start at zero). ``--reset-conf``
 restarts saturated confidences at 1, and ``--nll-scale 1`` lets the gradient
 NLL calibrate only relative confidences (see :func:`gradient_nll`).
 
+The candidate-fill scorer of checkpoint v4 (:mod:`vision3d.depth.candidates`)
+is trained afterwards, per pixel, with :mod:`vision3d.depth.train_scorer`
+(minutes on a CPU); it keeps this network as it is.
+
 The learning rate warms up and then decays (cosine) over the larger of the
 step and the ``--wall-limit`` progress, so a time-limited run ends annealed.
 """
