@@ -21,14 +21,13 @@ into a score; the softmax of the scores blends the candidates' depths.
 
 Everything is relative (log-depth ratios, offsets in sample spacings), so the
 fill is scale-invariant and works across sparsity patterns. Only pixels whose
-nearby samples disagree (near/far spread above :data:`GATE`) are scored: on a
-smooth surface every candidate equals the classical fill to within a few
-tenths of a percent, and skipping those pixels makes the fill several times
-faster. The fill is the prior and initial guess of the gradient-integration
+nearby samples and classical fill disagree (:func:`log_spread` above
+:data:`GATE`) are scored: elsewhere every candidate equals the classical fill
+to within 1 %, and skipping those pixels saves 16-44 % of the work. The fill is the prior and initial guess of the gradient-integration
 solve (:class:`vision3d.depth.learned.LearnedCompleter`).
 
 Public API: :class:`FillScorer`, :class:`Candidates`, :func:`candidate_features`,
-:func:`scored_fill`, :func:`gate_pixels`.
+:func:`scored_fill`, :func:`gate_pixels`, :func:`log_spread`.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ N_CANDIDATES = 1 + N_NEAREST + N_DIRECTIONS  # slot 0 is the classical fill
 PATH_STEPS = 6  # points sampled on the straight path pixel -> candidate
 CAND_FEATURES = 9 + (N_CANDIDATES - 1) + 1  # numeric + slot one-hot + "is the classical fill"
 CONTEXT_FEATURES = 7
-GATE = 0.01  # log near/far spread under which a pixel keeps the classical fill
+GATE = 0.01  # log_spread under which a pixel keeps the classical fill
 
 
 @dataclass
@@ -92,21 +91,29 @@ def _directional_nearest(valid: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def gate_pixels(sparse: np.ndarray, fill: np.ndarray, near: np.ndarray, far: np.ndarray,
-                gate: float = GATE) -> np.ndarray:
-    """Flat indices of the pixels worth scoring: no sample, and the nearby samples and the fill disagree.
+def log_spread(fill: np.ndarray, near: np.ndarray, far: np.ndarray) -> np.ndarray:
+    """[H, W] log of (largest / smallest) of the near fill, far fill and classical fill.
 
     The fill counts: its blur reaches further than the near/far window, so next
     to an edge it can be off while every sample in the window agrees.
 
     Args:
-        sparse: [H, W] sparse depth (0 = missing). fill: [H, W] classical fill.
-        near, far: [H, W] near / far fills (:func:`vision3d.depth.learned.near_far_fills`).
+        fill: [H, W] classical fill. near, far: [H, W] near / far fills
+            (:func:`vision3d.depth.learned.near_far_fills`).
+    """
+    return np.log(np.maximum(far, fill) / np.minimum(near, fill))
+
+
+def gate_pixels(sparse: np.ndarray, fill: np.ndarray, near: np.ndarray, far: np.ndarray,
+                gate: float = GATE) -> np.ndarray:
+    """Flat indices of the pixels worth scoring: no sample, and :func:`log_spread` above ``gate``.
+
+    Args:
+        sparse: [H, W] sparse depth (0 = missing). fill, near, far: as in :func:`log_spread`.
     Returns:
         [N] int64 flat pixel indices.
     """
-    spread = np.log(np.maximum(far, fill) / np.minimum(near, fill))
-    return np.flatnonzero((sparse <= 0) & (spread > gate))
+    return np.flatnonzero((sparse <= 0) & (log_spread(fill, near, far) > gate))
 
 
 def candidate_features(rgb: np.ndarray, sparse: np.ndarray, fill: np.ndarray, near: np.ndarray,

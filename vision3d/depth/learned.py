@@ -399,7 +399,8 @@ def _grads_from(outs, x0: torch.Tensor, w0: float = 1.0, soft: bool = False):
 # ----------------------------------------------------------------------------- end to end
 
 
-def make_inputs(rgb: np.ndarray, sparse: np.ndarray, fill: np.ndarray, in_channels: int = 6):
+def make_inputs(rgb: np.ndarray, sparse: np.ndarray, fill: np.ndarray, in_channels: int = 6,
+                near_far: tuple[np.ndarray, np.ndarray] | None = None):
     """Scale-normalised network inputs.
 
     Args:
@@ -407,6 +408,7 @@ def make_inputs(rgb: np.ndarray, sparse: np.ndarray, fill: np.ndarray, in_channe
         fill: [H,W] float dense classical fill (> 0), same unit as sparse.
         in_channels: 6, or 8 to add the nearest-sample fill and distance channels,
             or 10 to add also the near and far fills (:func:`near_far_fills`).
+        near_far: those fills if the caller already has them (else computed here).
     Returns:
         (inp [1,C,H,W], x0 [1,1,H,W] normalised log fill, anchors [1,1,H,W],
         mask [1,1,H,W], log_scale float): depth = exp(x + log_scale).
@@ -420,7 +422,7 @@ def make_inputs(rgb: np.ndarray, sparse: np.ndarray, fill: np.ndarray, in_channe
     if in_channels >= 8:
         chans += list(_nearest_channels(sparse, valid, log_scale))
     if in_channels == 10:
-        near, far = near_far_fills(sparse)
+        near, far = near_far_fills(sparse) if near_far is None else near_far
         chans += [(np.log(near) - log_scale)[None], (np.log(far) - log_scale)[None]]
     inp = np.concatenate(chans, 0)
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
@@ -540,14 +542,16 @@ class LearnedCompleter:
             # shipped model was trained on unguided fills; guided ones are closer
             # to the truth and the network only corrects gradients around them).
             fill = complete_classical(sparse, rgb)
+        near_far = None
         if self.scorer is not None:
             from vision3d.depth.candidates import scored_fill
 
-            fill = scored_fill(self.scorer, rgb, sparse, np.asarray(fill, np.float32), device=self.device)
+            near_far = near_far_fills(sparse)  # the scorer and the network inputs share them
+            fill = scored_fill(self.scorer, rgb, sparse, np.asarray(fill, np.float32), *near_far, device=self.device)
         H, W = sparse.shape
         m = self.net.pad_multiple
         Hp, Wp = -(-H // m) * m, -(-W // m) * m
-        inp, x0, anchors, mask, log_scale = make_inputs(rgb, sparse, fill, self.net.in_channels)
+        inp, x0, anchors, mask, log_scale = make_inputs(rgb, sparse, fill, self.net.in_channels, near_far)
         pad = (0, Wp - W, 0, Hp - H)
         # Replicate padding keeps the extra border consistent; it is cropped after the solve.
         inp, x0, anchors = (F.pad(t, pad, mode="replicate") for t in (inp, x0, anchors))
@@ -603,6 +607,13 @@ def save_checkpoint(path: str | Path, net: GradNet, *, alpha: float = 10.0, beta
     tmp.replace(path)
 
 
+def _reason(e: Exception) -> str:
+    """One line saying why weights did not load (torch's header line "Error(s) in loading ..." says nothing)."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
+    first = lines[1] if lines[0].startswith("Error(s) in loading") and len(lines) > 1 else lines[0]
+    return first[:160]
+
+
 def load_checkpoint(path: str | Path | None = None, device: str | torch.device = "cpu") -> LearnedCompleter:
     """Load a checkpoint written by :func:`save_checkpoint` (default: the shipped one).
 
@@ -632,8 +643,7 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
                       prior_beta=float(cfg.get("prior_beta", PRIOR_BETA)), mix=bool(cfg.get("mix", False)))
         net.load_state_dict(ck["state_dict"], strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0][:160]
-        raise UserError(f"{path}: weights do not match the {ARCH} architecture ({first}); {hint}") from None
+        raise UserError(f"{path}: weights do not match the {ARCH} architecture ({_reason(e)}); {hint}") from None
     scorer = None
     if ck.get("scorer") is not None:
         from vision3d.depth.candidates import FillScorer
@@ -642,8 +652,8 @@ def load_checkpoint(path: str | Path | None = None, device: str | torch.device =
             scorer = FillScorer(int(ck["scorer"]["hidden"]))
             scorer.load_state_dict(ck["scorer"]["state_dict"], strict=True)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            first = str(e).strip().splitlines()[0][:160]
-            raise UserError(f"{path}: candidate-fill scorer weights do not match ({first}); {hint}") from None
+            raise UserError(f"{path}: candidate-fill scorer weights do not match ({_reason(e)}); refit it with "
+                            f"`python -m vision3d.depth.train_scorer` or pass method=classical") from None
     integ = ck.get("integration", {})
     return LearnedCompleter(net, alpha=float(integ.get("alpha", 10.0)), beta=float(integ.get("beta", 1e-3)),
                             iters=int(integ.get("iters", 150)), device=device, scorer=scorer,

@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from vision3d.depth.candidates import Candidates, FillScorer, candidate_features, gate_pixels
+from vision3d.depth.candidates import FillScorer, candidate_features, gate_pixels, log_spread
 
 
 def frame_samples(rgb: np.ndarray, gt: np.ndarray, sparse: np.ndarray, n_pixels: int, rng: np.random.Generator):
@@ -48,7 +48,7 @@ def frame_samples(rgb: np.ndarray, gt: np.ndarray, sparse: np.ndarray, n_pixels:
     gated = gated[gt.ravel()[gated] > 0]
     if len(gated) == 0:
         return None
-    spread = np.log(np.maximum(far, fill) / np.minimum(near, fill)).ravel()[gated]
+    spread = log_spread(fill, near, far).ravel()[gated]
     p = 0.03 + np.minimum(spread, 1.0)
     p = p / p.sum()
     pick = rng.choice(len(gated), size=n_pixels, replace=True, p=p)

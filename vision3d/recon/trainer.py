@@ -352,7 +352,7 @@ def _train(init: Gaussians, data: TrainData, cfg: TrainSettings, device: torch.d
     masks = data.masks.to(device) if data.masks is not None else None
     hull_front = data.hull_front.to(device) if data.hull_front is not None else None
     bg = torch.tensor(cfg.background, dtype=torch.float32, device=device)
-    backdrop = backdrop_mask(images, cfg.background, masks) if cfg.random_background else None
+    backdrop = backdrop_mask(images, bg, masks) if cfg.random_background else None
     if backdrop is not None and not backdrop.any():
         backdrop = None
 
