@@ -1,6 +1,6 @@
 """The Gradio app: 2-4 photos in, an orbitable Gaussian-splat scene out.
 
-Thin by design (see DESIGN.md, "entry points"): it checks the uploads, lays
+Thin by design (see docs/ARCHITECTURE.md, "Layers": entry points): it checks the uploads, lays
 them out as the pipeline's input folder, builds a job config from a preset in
 ``configs/`` and runs it with :func:`vision3d.pipeline.runner.run_job` -- the
 same code path as ``vision3d run``. Method logic lives in the pipeline.

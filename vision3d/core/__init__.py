@@ -1,4 +1,4 @@
-"""Data types with one documented convention each (see DESIGN.md)."""
+"""Data types with one documented convention each (see docs/ARCHITECTURE.md, "Conventions")."""
 
 from vision3d.core.boxes import Boxes3D
 from vision3d.core.cameras import Cameras, intrinsics_from_fov, look_at
