@@ -547,7 +547,7 @@ class RenderViews(Stage):
     outputs = ("renders", "depth", "video")
 
     def run(self, ctx: StageContext, params: RenderParams) -> dict:
-        from vision3d.recon.trainer import cpu_threads
+        from vision3d.utils.threads import cpu_threads
 
         with cpu_threads(ctx.device, params.threads):
             return self._run(ctx, params)

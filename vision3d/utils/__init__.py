@@ -1,0 +1,1 @@
+"""Small helpers every layer may use (docs/ARCHITECTURE.md, Layers: errors, utilities)."""
