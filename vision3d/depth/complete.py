@@ -1,4 +1,4 @@
-"""One entry point for every depth-completion method, plus a depth colouriser for previews."""
+"""One entry point for every depth-completion method."""
 
 from __future__ import annotations
 
@@ -65,25 +65,3 @@ def _np(x) -> np.ndarray:
         x = x.detach().cpu().numpy()
     return np.asarray(x)
 
-
-def colorize_depth(depth: np.ndarray, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
-    """[H, W] depth -> [H, W, 3] uint8 preview (turbo-like map on inverse depth; missing = black).
-
-    Inverse depth spreads near structure over the colour range, as KITTI previews do.
-    """
-    d = np.asarray(depth, np.float64)
-    valid = np.isfinite(d) & (d > 0)
-    out = np.zeros(d.shape + (3,), np.uint8)
-    if not valid.any():
-        return out
-    inv = np.where(valid, 1.0 / np.where(valid, d, 1.0), 0)
-    lo = 1.0 / vmax if vmax else np.percentile(inv[valid], 1)
-    hi = 1.0 / vmin if vmin else np.percentile(inv[valid], 99)
-    t = np.clip((inv - lo) / max(hi - lo, 1e-12), 0, 1)
-    # Polynomial fit of Google's Turbo colormap (Mikhailov 2019).
-    r = 0.13572138 + t * (4.61539260 + t * (-42.66032258 + t * (132.13108234 + t * (-152.94239396 + t * 59.28637943))))
-    g = 0.09140261 + t * (2.19418839 + t * (4.84296658 + t * (-14.18503333 + t * (4.27729857 + t * 2.82956604))))
-    b = 0.10667330 + t * (12.64194608 + t * (-60.58204836 + t * (110.36276771 + t * (-89.90310912 + t * 27.34824973))))
-    rgb = np.clip(np.stack([r, g, b], -1), 0, 1)
-    out[valid] = (rgb[valid] * 255).astype(np.uint8)
-    return out

@@ -95,7 +95,7 @@ class CompleteDepth(Stage):
     version = 1
 
     def run(self, ctx: StageContext, params: CompleteDepthParams) -> dict:
-        from vision3d.depth.complete import colorize_depth, complete_depth
+        from vision3d.depth.complete import complete_depth
         from vision3d.depth.sparse_patterns import sample_sparse
         from vision3d.depth.metrics import aggregate, depth_metrics
         from vision3d.io.kitti_depth import write_kitti_depth
@@ -137,7 +137,10 @@ class CompleteDepth(Stage):
             if params.preview:
                 from PIL import Image
 
-                Image.fromarray(colorize_depth(dense)).save(out / f"{name}_preview.png")
+                from vision3d.utils.colormap import colorize_depth
+
+                # inverse depth, as KITTI previews: near structure gets most of the colours
+                Image.fromarray(colorize_depth(dense, inverse=True)).save(out / f"{name}_preview.png")
             if gt is not None:
                 m = depth_metrics(dense, gt)
                 per.append(m)

@@ -9,30 +9,7 @@ import numpy as np
 import torch
 
 from vision3d.core.cameras import Cameras, look_at
-
-
-def colorize_depth(depth: torch.Tensor, lo: float | None = None, hi: float | None = None) -> np.ndarray:
-    """[H, W] depth (0 = none) -> [H, W, 3] uint8 (turbo colormap, near = red, far = blue,
-    none = black). ``lo``/``hi`` default to the 2nd/98th percentiles of the valid depths."""
-    d = depth.detach().cpu().numpy().astype(np.float64)
-    valid = np.isfinite(d) & (d > 0)
-    out = np.zeros(d.shape + (3,), np.uint8)
-    if not valid.any():
-        return out
-    lo = float(np.percentile(d[valid], 2)) if lo is None else lo
-    hi = float(np.percentile(d[valid], 98)) if hi is None else hi
-    t = np.clip((d - lo) / max(hi - lo, 1e-9), 0, 1)
-    t = 1.0 - t  # near = warm
-    out[valid] = (_turbo(t[valid]) * 255 + 0.5).astype(np.uint8)
-    return out
-
-
-def _turbo(x: np.ndarray) -> np.ndarray:
-    """Google's Turbo colormap, polynomial approximation (A. Mikhailov, 2019), x in [0, 1] -> [..., 3]."""
-    r = 0.13572138 + x * (4.61539260 + x * (-42.66032258 + x * (132.13108234 + x * (-152.94239396 + x * 59.28637943))))
-    g = 0.09140261 + x * (2.19418839 + x * (4.84296658 + x * (-14.18503333 + x * (4.27729857 + x * 2.82956604))))
-    b = 0.10667330 + x * (12.64194608 + x * (-60.58204836 + x * (110.36276771 + x * (-89.90310912 + x * 27.34824973))))
-    return np.clip(np.stack([r, g, b], -1), 0, 1)
+from vision3d.utils.colormap import colorize_depth  # noqa: F401  (re-exported: the one colour map)
 
 
 def turntable_cameras(cameras: Cameras, center: torch.Tensor, n_frames: int = 60,
