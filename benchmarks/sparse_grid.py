@@ -118,13 +118,13 @@ class Case:
     def synth_kwargs(self, size: int = 256) -> dict:
         """Keyword arguments of ``synthesize_views`` that render this case at ``size`` x ``size`` px."""
         p = PATTERNS[self.pattern]
-        return dict(model=self.object, scene=GROUNDS[self.ground], n_train=p.n_train, n_test=p.n_test,
-                    width=size, height=size, elevation_deg=TRAIN_ELEVATION_DEG, seed=self.seed,
-                    train_spacing_deg=p.spacing_deg, test_elevations_deg=TEST_ELEVATIONS_DEG,
-                    test_margin_deg=0.0 if p.around else TEST_MARGIN_DEG)
+        return {"model": self.object, "scene": GROUNDS[self.ground], "n_train": p.n_train, "n_test": p.n_test,
+                "width": size, "height": size, "elevation_deg": TRAIN_ELEVATION_DEG, "seed": self.seed,
+                "train_spacing_deg": p.spacing_deg, "test_elevations_deg": TEST_ELEVATIONS_DEG,
+                "test_margin_deg": 0.0 if p.around else TEST_MARGIN_DEG}
 
     @classmethod
-    def parse(cls, name: str) -> "Case":
+    def parse(cls, name: str) -> Case:
         """Inverse of :attr:`name`."""
         parts = name.split("-")
         if len(parts) != 3:

@@ -182,3 +182,122 @@ def test_other_scenes(tmp_path, scene):
     depth, mask = load_depth_png(out / "depth" / "000.png"), load_mask(out / "masks" / "000.png")
     assert mask.any() and (depth[mask] > 0).all()
     assert (depth[~mask] > 0).any() == (scene == "wood")  # plain background has no surface
+
+
+# ----------------------------------------------------------------------------- grounds and capture patterns
+
+
+def _ang(a: float, b: float) -> float:
+    return abs((a - b + 180.0) % 360.0 - 180.0)
+
+
+def test_orbit_views_default_unchanged():
+    """The original arc/jitter layout is kept: datasets rendered before the pattern options exist stay valid."""
+    az, el = sv.orbit_views(4, 8, 30.0, 0)
+    np.testing.assert_allclose(az, [225.623, 311.962, 41.571, 144.319, 252.876, 296.777, 343.01, 22.416, 67.601,
+                                    113.454, 160.649, 204.936], atol=1e-3)
+    np.testing.assert_allclose(el, [30.0] * 4 + [15.64, 45.262, 16.895, 47.144, 16.378, 47.179, 13.798, 42.17],
+                               atol=1e-3)
+    az, el = sv.orbit_views(2, 3, 20.0, 1, 90.0)
+    np.testing.assert_allclose(az, [191.463, 268.562, 207.459, 229.959, 252.459], atol=1e-3)
+    np.testing.assert_allclose(el, [20.0, 20.0, 7.692, 33.871, 4.54], atol=1e-3)
+
+
+@pytest.mark.parametrize("n_train,spacing,n_test", [(2, 30.0, 8), (3, 20.0, 8), (4, 45.0, 8), (4, 90.0, 12)])
+def test_capture_patterns(n_train, spacing, n_test):
+    margin = 15.0
+    az, el = sv.orbit_views(n_train, n_test, 25.0, 4, train_spacing_deg=spacing, test_elevations_deg=(15.0, 40.0),
+                            test_margin_deg=margin)
+    tr, te = az[:n_train], az[n_train:]
+    assert len(te) == n_test and el[:n_train] == [25.0] * n_train
+    # photos exactly `spacing` apart, no jitter
+    assert all(abs(_ang(tr[k + 1], tr[k]) - spacing) < 1e-9 for k in range(n_train - 1))
+    # held-out views at exactly 15 and 40 degrees, both used, at other azimuths than the photos
+    assert sorted(set(el[n_train:])) == [15.0, 40.0] and el[n_train:].count(15.0) == n_test // 2
+    assert min(_ang(t, a) for t in te for a in tr) > 0.5
+    if n_train * spacing >= 360:  # around the object: held-out views all round, evenly
+        gaps = np.diff(sorted(te) + [min(te) + 360.0])
+        np.testing.assert_allclose(gaps, 360.0 / n_test, atol=1e-9)
+        assert min(_ang(t, a) for t in te for a in tr) > 360.0 / n_test / 2 - 1e-6
+    else:  # partial arc: held-out azimuths within `margin` of the arc the photos cover, spread over all of it
+        rel = [((t - tr[0] + 180.0) % 360.0) - 180.0 for t in te]
+        arc = spacing * (n_train - 1)
+        assert -margin < min(rel) and max(rel) < arc + margin
+        span = arc + 2 * margin
+        np.testing.assert_allclose(np.diff(sorted(rel)), span / (n_test + 1), atol=1e-9)  # evenly, ends excluded
+
+
+def test_pattern_errors(tmp_path):
+    with pytest.raises(UserError, match="overlap"):
+        sv.synthesize_views(tmp_path / "x", n_train=4, train_spacing_deg=100.0)
+    with pytest.raises(UserError, match="not both"):
+        sv.synthesize_views(tmp_path / "x", arc_deg=60.0, train_spacing_deg=20.0)
+    with pytest.raises(UserError, match="test_elevations_deg"):
+        sv.synthesize_views(tmp_path / "x", test_elevations_deg=[15.0, 95.0])
+    with pytest.raises(UserError, match="test_margin_deg"):
+        sv.synthesize_views(tmp_path / "x", test_margin_deg=-5.0)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.fixture(scope="module", params=["checker", "plain"])
+def ground(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ground") / request.param
+    parser = argparse.ArgumentParser()
+    sv.add_arguments(parser)
+    args = parser.parse_args([str(out), "--model", "mug", "--scene", request.param, "--n-train", "2", "--n-test", "2",
+                              "--size", "64x48", "--ssaa", "1", "--npy-depth", "--spacing", "30",
+                              "--test-elevations", "15,40", "--test-margin", "15", "--elevation", "25"])
+    assert sv.main(args) == 0
+    return request.param, out
+
+
+def test_ground_is_the_plane_z0(ground):
+    """The object stands on the floor, the floor pixels back-project onto z = 0, and the GT
+    scene mesh holds a square of that floor around the object."""
+    scene, root = ground
+    meta = json.loads((root / "transforms.json").read_text())["vision3d"]
+    assert meta["scene"] == scene and meta["train_spacing_deg"] == 30.0 and meta["test_elevations_deg"] == [15.0, 40.0]
+    assert meta["elevations_deg"] == [25.0, 25.0, 15.0, 40.0] and meta["test_margin_deg"] == 15.0
+    vs = read_transforms(root)
+    obj, scene_mesh = load_mesh(root / "mesh_object.ply"), load_mesh(root / "mesh.ply")
+    assert abs(float(obj.vertices[:, 2].min())) < 1e-5  # standing directly on the floor
+    lo, hi = scene_mesh.bounds()
+    half = sv._GROUND_PATCH * meta["radius"]
+    assert abs(float(lo[0]) + half) < 1e-4 and abs(float(hi[1]) - half) < 1e-4 and abs(float(lo[2])) < 1e-6
+    for i in range(len(vs)):
+        depth = torch.from_numpy(np.load(root / "depth" / f"{i:03d}.npy"))
+        mask = load_mask(vs.mask_paths[i])
+        o, d = vs.cameras.pixel_rays(i)
+        p = o + d * depth[..., None]
+        floor = (depth > 0) & ~mask
+        assert floor.sum() > 0.4 * W * H
+        assert p[..., 2][floor].abs().max() < 2e-4
+
+
+def test_ground_texture(ground):
+    """checker: two colours in a repeating pattern next to the object; plain: one colour (plus the object's shadow)."""
+    scene, root = ground
+    img = load_image(root / "images" / "000.png")  # float in [0, 1]
+    depth = torch.from_numpy(np.load(root / "depth" / "000.npy"))
+    vs = read_transforms(root)
+    o, d = vs.cameras.pixel_rays(0)
+    p = o + d * depth[..., None]
+    r = p[..., :2].norm(dim=-1)
+    near = (depth > 0) & (r > 0.12) & (r < 0.4)  # floor next to the object, clear of its shadow
+    lum = img.mean(-1)[near]
+    if scene == "checker":
+        cell = torch.floor(p[..., 0] / 0.05) + torch.floor(p[..., 1] / 0.05)
+        parity = (cell[near] % 2).bool()
+        a, b = lum[parity], lum[~parity]
+        assert len(a) > 50 and len(b) > 50 and abs(float(a.median() - b.median())) > 0.1  # 5 cm cells
+    else:
+        assert float(lum.max() - lum.min()) < 6 / 255
+
+
+def test_every_ground_with_the_grid_objects(tmp_path):
+    """Each ground renders each scene kind without error at a tiny size (the grid uses them all)."""
+    for scene in ("checker", "plain"):
+        out = sv.synthesize_views(tmp_path / scene, model="jenga", n_train=1, n_test=0, width=24, height=16, ssaa=1,
+                                  scene=scene)
+        depth, mask = load_depth_png(out / "depth" / "000.png"), load_mask(out / "masks" / "000.png")
+        assert mask.any() and (depth > 0).all()  # the floor fills every pixel at this elevation

@@ -1,8 +1,10 @@
 """Synthetic multi-view scenes rendered with pybullet's CPU TinyRenderer.
 
-``synthesize_views`` puts a textured model from ``pybullet_data`` on a table,
-renders train views on an orbit and held-out test views at other azimuths and
-elevations, and writes a nerfstudio-style dataset with ground truth::
+``synthesize_views`` puts a textured model from ``pybullet_data`` on a table
+or directly on a floor (checkerboard or plain, see :data:`SCENES`), renders
+train views on an orbit (evenly over an arc, or a fixed number of degrees
+apart) and held-out test views at other azimuths and elevations, and writes a
+nerfstudio-style dataset with ground truth::
 
     out_dir/
       transforms.json      nerfstudio layout, train/val/test_filenames, plus "vision3d": {...}
@@ -10,11 +12,11 @@ elevations, and writes a nerfstudio-style dataset with ground truth::
       masks/000.png ...    object mask, 8-bit single channel (255 = object)
       depth/000.png ...    z-depth, 16-bit PNG in millimetres (0 = no surface)
       depth/000.npy ...    (optional) z-depth float32 metres
-      mesh.ply             ground-truth scene mesh (object + table), world frame, metres
+      mesh.ply             ground-truth scene mesh (object + table, or + a square of the floor), world frame, metres
       mesh_object.ply      ground-truth object mesh only
 
-World frame: metres, z up, the table top is the plane z = 0 and the object's
-footprint is centred on the origin. Views are numbered train first, then test.
+World frame: metres, z up, the table top (or the floor) is the plane z = 0 and
+the object's footprint is centred on the origin. Views are numbered train first, then test.
 
 Cameras are built as our OpenCV :class:`~vision3d.core.Cameras` first and
 pybullet's view/projection matrices are derived from them (see
@@ -36,9 +38,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -73,6 +75,7 @@ MODELS: dict[str, ModelSpec] = {
     "soccerball": ModelSpec("soccerball.urdf", (0, 0, 0), 0.15, "textured football, 15 cm"),
     "racecar": ModelSpec("racecar/racecar.urdf", (0, 0, 0), 0.5, "MIT racecar (multi-link), ~23 cm"),
     "r2d2": ModelSpec("r2d2.urdf", (0, 0, 0), 0.2, "R2D2 (multi-link), ~19 cm"),
+    "jenga": ModelSpec("jenga/jenga.urdf", (0, 0, 0), 1.0, "textured wooden block lying flat, 15 x 5 x 3 cm"),
 }
 
 #: "table": pybullet's table with a procedural, feature-rich tablecloth texture
@@ -80,9 +83,15 @@ MODELS: dict[str, ModelSpec] = {
 #: ring of textured boxes around the object, giving SfM the non-planar texture
 #: it needs to register a handful of photos; "wood": the table with its stock
 #: low-contrast wood texture; "none": the object alone on the renderer's plain
-#: white background.
-SCENES = ("table", "props", "wood", "none")
+#: white background; "checker": the object standing directly on pybullet's
+#: checkerboard floor (``plane.urdf``, scaled to 5 cm cells: a repetitive pattern);
+#: "plain": the same floor untextured, one uniform colour (no features off the object).
+SCENES = ("table", "props", "wood", "none", "checker", "plain")
 
+_CHECKER_SCALE = 0.1  # checker ground: plane.urdf scaled so its 0.5 m checker cells are 5 cm wide
+_CHECKER_MEAN = (214, 227, 247)  # mean colour of pybullet's checker_blue.png (white / light blue)
+_PLAIN_COLOUR = (168, 164, 156)  # plain ground: a uniform light grey-beige floor (sRGB)
+_GROUND_PATCH = 2.0  # the GT mesh holds the floor out to this many camera radii from the object
 _TABLE_TOP_Z = 0.625  # top of pybullet_data/table/table.urdf when its base is at z = 0
 _LIGHT_DIRECTION = (0.4, -0.3, 1.0)
 
@@ -139,32 +148,47 @@ def depth_buffer_to_z(buf: np.ndarray, near: float, far: float) -> np.ndarray:
 
 
 def orbit_views(n_train: int, n_test: int, elevation_deg: float, seed: int, arc_deg: float = 360.0,
-                test_elevation_offsets: Sequence[float] = (-15.0, 15.0)) -> tuple[list[float], list[float]]:
+                test_elevation_offsets: Sequence[float] = (-15.0, 15.0), train_spacing_deg: float | None = None,
+                test_elevations_deg: Sequence[float] | None = None,
+                test_margin_deg: float = 0.0) -> tuple[list[float], list[float]]:
     """Azimuths and elevations (degrees) of the train views then the test views.
 
-    Train: ``n_train`` azimuths evenly spread from a seeded start over
-    ``arc_deg`` (a full orbit by default; a smaller arc mimics a user walking
-    part-way round), jittered by up to +-8 deg (less for dense arcs), all at
-    ``elevation_deg``. Test: ``n_test`` azimuths evenly spread over the same
-    range, rotated to stay as far as possible from every train azimuth (22.5
-    deg for the default 4 + 8), at ``elevation_deg`` plus alternating
-    ``test_elevation_offsets`` (jittered +-3 deg), clamped to [3, 85].
+    Train: ``n_train`` azimuths at ``elevation_deg`` from a seeded start, either
+    evenly spread over ``arc_deg`` (a full orbit by default; a smaller arc mimics
+    a user walking part-way round) and jittered by up to +-8 deg (less for dense
+    arcs), or, with ``train_spacing_deg``, exactly that many degrees apart (no
+    jitter; ``n_train * train_spacing_deg >= 360`` is a capture around the object).
+
+    Test: ``n_test`` azimuths evenly spread round the orbit for a full orbit, else
+    inside the arc the train views cover widened by ``test_margin_deg`` on each
+    side (ends excluded), rotated by the phase that keeps them farthest from every
+    train azimuth (22.5 deg for the default 4 + 8). Elevations: by default
+    ``elevation_deg`` plus alternating ``test_elevation_offsets``, with +-3 deg
+    jitter on elevation (and on azimuth for a full orbit), clamped to [3, 85];
+    with ``test_elevations_deg`` exactly those elevations in turn, no jitter.
     """
     rng = np.random.default_rng(seed)
     az0 = float(rng.uniform(0.0, 360.0))
-    full = arc_deg >= 360.0
-    step = arc_deg / max(n_train if full else n_train - 1, 1)
-    jit = min(8.0, 0.2 * step)
-    az = [az0 + step * k + float(rng.uniform(-jit, jit)) for k in range(n_train)]
+    if train_spacing_deg is not None:
+        step = float(train_spacing_deg)
+        full = n_train * step >= 360.0 - 1e-9
+        arc_deg = 360.0 if full else step * (n_train - 1)
+        az = [az0 + step * k for k in range(n_train)]
+    else:
+        full = arc_deg >= 360.0
+        step = arc_deg / max(n_train if full else n_train - 1, 1)
+        jit = min(8.0, 0.2 * step)
+        az = [az0 + step * k + float(rng.uniform(-jit, jit)) for k in range(n_train)]
     el = [float(elevation_deg)] * n_train
+    exact = test_elevations_deg is not None
     if n_test:
         if full:  # n_test evenly spread round the orbit, rotated by a phase in [0, step)
             test_step = 360.0 / n_test
             base = [az0 + test_step * k for k in range(n_test)]
             phases = [test_step * j / 64 for j in range(64)]
-        else:  # evenly inside the arc, ends excluded, shifted by a phase in [-step/4, step/4)
-            test_step = arc_deg / (n_test + 1)
-            base = [az0 + test_step * (k + 1) for k in range(n_test)]
+        else:  # evenly inside the (widened) arc, ends excluded, shifted by a phase in [-step/4, step/4)
+            test_step = (arc_deg + 2 * test_margin_deg) / (n_test + 1)
+            base = [az0 - test_margin_deg + test_step * (k + 1) for k in range(n_test)]
             phases = [test_step * (j / 128 - 0.25) for j in range(64)]
 
         def clearance(phase: float) -> float:
@@ -173,6 +197,10 @@ def orbit_views(n_train: int, n_test: int, elevation_deg: float, seed: int, arc_
         # deterministic search for the phase that keeps test views farthest from train views
         best = max(phases, key=lambda ph: (round(clearance(ph), 6), -abs(ph)))
         for k, b in enumerate(base):
+            if exact:
+                az.append(b + best)
+                el.append(float(test_elevations_deg[k % len(test_elevations_deg)]))
+                continue
             az.append(b + best + (float(rng.uniform(-3, 3)) if full else 0.0))
             off = test_elevation_offsets[k % len(test_elevation_offsets)] + float(rng.uniform(-3, 3))
             el.append(float(np.clip(elevation_deg + off, 3.0, 85.0)))
@@ -362,7 +390,10 @@ class _Scene:
             self.object = p.loadURDF(spec.urdf, shift, orn, useFixedBase=True,
                                      globalScaling=spec.scale, physicsClientId=self.cid)
             self.table = None
+            self.ground: int | None = None
             self.props: list[int] = []
+            if scene in ("checker", "plain"):
+                self._add_ground(scene, texture_dir)
             if scene in ("table", "props", "wood"):
                 p.loadURDF("plane.urdf", [0, 0, -_TABLE_TOP_Z], physicsClientId=self.cid)
                 self.table = p.loadURDF("table/table.urdf", [0, 0, -_TABLE_TOP_Z], useFixedBase=True,
@@ -383,6 +414,23 @@ class _Scene:
         except BaseException:
             self.close()
             raise
+
+    def _add_ground(self, scene: str, texture_dir: Path) -> None:
+        """The object stands directly on a floor at z = 0: pybullet's checkerboard plane, or a plain one."""
+        from PIL import Image
+
+        p, cid = self.p, self.cid
+        # plane.urdf is 200 m square with 0.5 m checker cells: next to a 10 cm object that is one or
+        # two flat cells. Scaled to 5 cm cells it is a repetitive pattern at the object's scale.
+        self.ground = p.loadURDF("plane.urdf", [0, 0, 0], useFixedBase=True, globalScaling=_CHECKER_SCALE,
+                                 physicsClientId=cid)
+        # colour of the floor in the GT mesh: its texture's mean (sRGB in [0, 1])
+        self.ground_colour = tuple(c / 255 for c in (_PLAIN_COLOUR if scene == "plain" else _CHECKER_MEAN))
+        if scene == "plain":
+            tex_path = texture_dir / "plain.png"
+            Image.fromarray(np.full((4, 4, 3), _PLAIN_COLOUR, dtype=np.uint8)).save(tex_path)
+            tex = p.loadTexture(str(tex_path), physicsClientId=cid)
+            p.changeVisualShape(self.ground, -1, textureUniqueId=tex, rgbaColor=[1, 1, 1, 1], physicsClientId=cid)
 
     def _add_props(self, seed: int, r_obj: float, texture_dir: Path, n: int = 5) -> None:
         """A ring of n low textured boxes around the object (seeded sizes, places, textures)."""
@@ -411,9 +459,20 @@ class _Scene:
     def close(self) -> None:
         self.p.disconnect(self.cid)
 
-    def meshes(self) -> tuple[TriangleMesh, TriangleMesh]:
-        """(object mesh, object + table mesh) in world coordinates."""
+    def meshes(self, ground_half_side: float = 1.0) -> tuple[TriangleMesh, TriangleMesh]:
+        """(object mesh, scene mesh) in world coordinates, metres.
+
+        The scene mesh is the object plus the table and props, or, on a floor
+        ("checker", "plain"), plus a square of that floor of half-side
+        ``ground_half_side`` centred on the object (the floor itself is far larger).
+        """
         obj = body_mesh(self.p, self.object, self.cid)
+        if self.ground is not None:
+            h = float(ground_half_side)
+            v = torch.tensor([[-h, -h, 0.0], [h, -h, 0.0], [h, h, 0.0], [-h, h, 0.0]])
+            f = torch.tensor([[0, 1, 2], [0, 2, 3]])  # counter-clockwise from above
+            col = torch.tensor(self.ground_colour, dtype=torch.float32).expand(4, 3).clone()
+            return obj, TriangleMesh.concatenate([obj, TriangleMesh(v, f, col)])
         if self.table is None:
             return obj, obj
         rest = [body_mesh(self.p, b, self.cid, texture_colors=False) for b in [self.table, *self.props]]
@@ -462,6 +521,9 @@ def synthesize_views(
     save_npy_depth: bool = False,
     overwrite: bool = False,
     arc_deg: float = 360.0,
+    train_spacing_deg: float | None = None,
+    test_elevations_deg: Sequence[float] | None = None,
+    test_margin_deg: float = 0.0,
 ) -> Path:
     """Render a synthetic multi-view dataset (layout in the module docstring).
 
@@ -472,10 +534,10 @@ def synthesize_views(
         n_train: train views on the orbit (evenly spread azimuths, ``elevation_deg``).
         n_test: held-out views at in-between azimuths and other elevations.
         width, height: image size in pixels (e.g. 1216 x 352 for depth-completion tests).
-        scene: one of :data:`SCENES` ("table", "props", "wood", "none").
+        scene: one of :data:`SCENES` ("table", "props", "wood", "none", "checker", "plain").
         radius: camera distance to the object's centre in metres; default makes the
             object's bounding sphere span about 60 % of the image height.
-        elevation_deg: train-view elevation above the table plane, degrees.
+        elevation_deg: train-view elevation above the table (or floor) plane, degrees.
         seed: controls the orbit start/jitter and the tablecloth texture; the same
             seed and arguments give byte-identical files.
         fov_deg: vertical field of view, degrees.
@@ -484,6 +546,14 @@ def synthesize_views(
         save_npy_depth: also write ``depth/*.npy`` float32 metres (inf -> 0).
         overwrite: replace an existing non-empty ``out_dir``.
         arc_deg: azimuth range the train (and test) views spread over; 360 = full orbit.
+        train_spacing_deg: instead of ``arc_deg``, put the train views exactly this
+            many degrees apart in azimuth (no jitter), e.g. 4 views 90 deg apart
+            surround the object, 2 views 30 deg apart cover a 30 deg arc.
+        test_elevations_deg: elevations (degrees) the held-out views take in turn,
+            exactly (e.g. (15, 40)); default: ``elevation_deg`` -15 / +15 with jitter.
+        test_margin_deg: for a partial arc, held-out azimuths spread over the arc
+            the train views cover widened by this much on each side (default 0:
+            strictly inside). Ignored for captures around the object.
     Returns:
         Path of ``out_dir``.
     Raises:
@@ -501,22 +571,51 @@ def synthesize_views(
         raise UserError(f"ssaa must be 1..4 (got {ssaa})")
     if not 0.0 < arc_deg <= 360.0:
         raise UserError(f"arc_deg must be in (0, 360] (got {arc_deg})")
+    if train_spacing_deg is not None:
+        if arc_deg != 360.0:
+            raise UserError("give arc_deg or train_spacing_deg, not both")
+        if not 0.0 < train_spacing_deg * n_train <= 360.0 + 1e-6:
+            raise UserError(f"train_spacing_deg x n_train must be in (0, 360] (got {train_spacing_deg} x {n_train}); "
+                            "views would overlap")
+    if test_elevations_deg is not None:
+        test_elevations_deg = [float(e) for e in test_elevations_deg]
+        if not test_elevations_deg or not all(0.0 < e < 90.0 for e in test_elevations_deg):
+            raise UserError(f"test_elevations_deg must be a non-empty list of degrees in (0, 90) "
+                            f"(got {test_elevations_deg})")
+    if not 0.0 <= test_margin_deg <= 90.0:
+        raise UserError(f"test_margin_deg must be in [0, 90] (got {test_margin_deg})")
     if not 1.0 <= fov_deg <= 150.0:
         raise UserError(f"fov_deg must be in [1, 150] (got {fov_deg})")
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
         raise UserError(f"{out_dir}: already exists and is not empty; choose another folder or pass --overwrite")
     with atomic_dir(out_dir, overwrite=True) as tmp:
+        pattern = _Pattern(arc_deg, train_spacing_deg, test_elevations_deg, test_margin_deg)
         info = _synthesize_into(tmp, model, n_train, n_test, width, height, scene, radius, elevation_deg,
-                                seed, fov_deg, ssaa, save_npy_depth, arc_deg)
+                                seed, fov_deg, ssaa, save_npy_depth, pattern)
     log.info("synth_views: %d views in %.2f s (%.3f s/view rendering)", n_train + n_test,
              info["total_seconds"], info["render_seconds_per_view"])
     return out_dir
 
 
+@dataclass(frozen=True)
+class _Pattern:
+    """Where the views go in azimuth/elevation (the arguments of :func:`orbit_views` beyond the counts)."""
+
+    arc_deg: float = 360.0
+    train_spacing_deg: float | None = None
+    test_elevations_deg: Sequence[float] | None = None
+    test_margin_deg: float = 0.0
+
+    @property
+    def is_legacy(self) -> bool:
+        """Only ``arc_deg`` set: the files keep the layout they had before the other options existed."""
+        return self.train_spacing_deg is None and self.test_elevations_deg is None and not self.test_margin_deg
+
+
 def _synthesize_into(root: Path, model: str, n_train: int, n_test: int, width: int, height: int, scene: str,
                      radius: float | None, elevation_deg: float, seed: int, fov_deg: float, ssaa: int,
-                     save_npy_depth: bool, arc_deg: float) -> dict:
+                     save_npy_depth: bool, pattern: _Pattern) -> dict:
     t_start = time.perf_counter()
     for d in ("images", "masks", "depth"):
         (root / d).mkdir()
@@ -526,8 +625,7 @@ def _synthesize_into(root: Path, model: str, n_train: int, n_test: int, width: i
     finally:
         shutil.rmtree(texdir, ignore_errors=True)
     try:
-        mesh_obj, mesh_all = sc.meshes()
-        lo, hi = mesh_obj.bounds()
+        lo, hi = body_mesh(sc.p, sc.object, sc.cid, texture_colors=False).bounds()  # framing needs geometry only
         target = ((lo + hi) / 2).double()
         r_obj = float((hi - lo).double().norm() / 2)
         if radius is None:
@@ -536,8 +634,11 @@ def _synthesize_into(root: Path, model: str, n_train: int, n_test: int, width: i
         if radius <= r_obj * 1.05:
             raise UserError(f"radius {radius:.3f} m puts the camera inside the object (bounding radius {r_obj:.3f} m)")
         near, far = max(1e-3, 0.05 * (radius - r_obj)), 100.0 * radius + 10.0
+        mesh_obj, mesh_all = sc.meshes(ground_half_side=_GROUND_PATCH * radius)
 
-        az, el = orbit_views(n_train, n_test, elevation_deg, seed, arc_deg)
+        az, el = orbit_views(n_train, n_test, elevation_deg, seed, pattern.arc_deg,
+                             train_spacing_deg=pattern.train_spacing_deg,
+                             test_elevations_deg=pattern.test_elevations_deg, test_margin_deg=pattern.test_margin_deg)
         n = n_train + n_test
         names = [f"{i:03d}" for i in range(n)]
         cams = make_orbit_cameras(target.tolist(), radius, az, el, fov_deg, width, height,
@@ -564,6 +665,7 @@ def _synthesize_into(root: Path, model: str, n_train: int, n_test: int, width: i
     finally:
         sc.close()
 
+    on_floor = scene in ("checker", "plain")
     gen = {
         "generator": "vision3d.data.synth_views",
         "version": GENERATOR_VERSION,
@@ -578,7 +680,7 @@ def _synthesize_into(root: Path, model: str, n_train: int, n_test: int, width: i
         "fov_deg": float(fov_deg),
         "seed": int(seed),
         "ssaa": int(ssaa),
-        "arc_deg": float(arc_deg),
+        "arc_deg": float(pattern.arc_deg),
         "near": round(near, 6),
         "far": round(far, 6),
         "target": [round(float(x), 6) for x in target],
@@ -586,12 +688,19 @@ def _synthesize_into(root: Path, model: str, n_train: int, n_test: int, width: i
         "azimuths_deg": [round(a, 4) for a in az],
         "elevations_deg": [round(e, 4) for e in el],
         "light_direction": list(_LIGHT_DIRECTION),
-        "world": "metres, z up, table top at z = 0, object footprint centred at the origin",
-        "mesh": "mesh.ply" + ("" if scene == "none" else " (object, table and any props; not the floor)"),
+        "world": "metres, z up, " + ("floor" if on_floor else "table top") + " at z = 0, "
+                 "object footprint centred at the origin",
+        "mesh": "mesh.ply" + ("" if scene == "none" else
+                              f" (object and the floor out to {_GROUND_PATCH:g} camera radii)" if on_floor else
+                              " (object, table and any props; not the floor)"),
         "mesh_object": "mesh_object.ply",
         "masks": "object segmentation (255 = object)",
         "depth": "z-depth, 16-bit PNG millimetres, 0 = no surface",
     }
+    if not pattern.is_legacy:  # only then, so files made without these options stay byte-identical
+        te = pattern.test_elevations_deg
+        gen.update(train_spacing_deg=pattern.train_spacing_deg, test_elevations_deg=None if te is None else list(te),
+                   test_margin_deg=float(pattern.test_margin_deg))
     write_transforms(
         root / "transforms.json",
         cams,
@@ -623,13 +732,21 @@ def _parse_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"size must be WxH or N (e.g. 256x256, 1216x352), got {text!r}") from None
 
 
+def _parse_floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated degrees (e.g. 15,40), got {text!r}") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``vision3d data synth`` options to ``parser``."""
     parser.add_argument("out_dir", type=Path, help="output folder (must be empty or absent unless --overwrite)")
     parser.add_argument("--model", default="duck", choices=sorted(MODELS),
                         help="pybullet_data model to render (default: duck)")
     parser.add_argument("--scene", default="table", choices=SCENES,
-                        help="table: textured tablecloth; wood: stock table; none: plain background (default: table)")
+                        help="table: textured tablecloth; props: plus textured boxes; wood: stock table; none: plain "
+                        "background; checker: on a 5 cm checkerboard floor; plain: on a uniform floor (default: table)")
     parser.add_argument("--n-train", type=int, default=4, help="train views on the orbit (default: 4)")
     parser.add_argument("--n-test", type=int, default=8, help="held-out views (default: 8)")
     parser.add_argument("--size", type=_parse_size, default=(256, 256), metavar="WxH",
@@ -642,6 +759,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ssaa", type=int, default=2, help="RGB supersampling factor 1-4 (default: 2)")
     parser.add_argument("--arc", type=float, default=360.0,
                         help="azimuth range in degrees the views spread over (default: 360, full orbit)")
+    parser.add_argument("--spacing", type=float, default=None,
+                        help="train views exactly this many degrees apart in azimuth (instead of --arc)")
+    parser.add_argument("--test-elevations", type=_parse_floats, default=None, metavar="DEG,DEG",
+                        help="held-out view elevations taken in turn, e.g. 15,40 (default: elevation -15/+15, jittered)")
+    parser.add_argument("--test-margin", type=float, default=0.0,
+                        help="partial arcs: held-out azimuths up to this many degrees outside the arc (default: 0)")
     parser.add_argument("--npy-depth", action="store_true", help="also write depth/*.npy float32 metres")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
@@ -654,6 +777,7 @@ def main(args: argparse.Namespace) -> int:
         args.out_dir, model=args.model, n_train=args.n_train, n_test=args.n_test, width=w, height=h,
         scene=args.scene, radius=args.radius, elevation_deg=args.elevation, seed=args.seed, fov_deg=args.fov,
         ssaa=args.ssaa, save_npy_depth=args.npy_depth, overwrite=args.overwrite, arc_deg=args.arc,
+        train_spacing_deg=args.spacing, test_elevations_deg=args.test_elevations, test_margin_deg=args.test_margin,
     )
     n = args.n_train + args.n_test
     print(f"wrote {n} views ({args.n_train} train, {args.n_test} test) of {args.model!r} at {w}x{h} "
