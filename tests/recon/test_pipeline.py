@@ -54,13 +54,13 @@ def test_photos_without_poses_use_pycolmap(photo_folder, tiny_scene, tmp_path):
     """A plain folder of photos: poses come from pycolmap and agree with the renderer's cameras."""
     from vision3d.io.nerfstudio import read_transforms
     from vision3d.recon.poses import align_sim3, pose_errors, transform_cameras
-    from vision3d.recon.stages import read_cameras
+    from vision3d.io.cameras_json import read_cameras_json
 
     job = load_job(REPO_ROOT / "configs" / "default.yaml", [f"data={photo_folder}", *TINY])
     res = run_job(job, out=tmp_path / "run", quiet=True)
     assert res.metrics["cameras"]["pose_source"] == "colmap"
     assert res.metrics["cameras"]["n_registered"] == 4
-    est, splits, _ = read_cameras(res.artifacts["cameras"])
+    est, splits, _ = read_cameras_json(res.artifacts["cameras"])
     assert splits == ["train"] * 4
     gt = read_transforms(tiny_scene).cameras[[0, 1, 2, 3]]
     err = pose_errors(transform_cameras(est, *align_sim3(est, gt)), gt)

@@ -9,11 +9,11 @@ from vision3d.core.cameras import Cameras, intrinsics_from_fov, look_at
 from vision3d.core.gaussians import Gaussians
 from vision3d.recon import losses as L
 from vision3d.recon.init import carve_visual_hull, gaussians_from_points
-from vision3d.recon.init import far_shell_points, multiview_consistent
-from vision3d.recon.trainer import (
-    TrainData, TrainSettings, backdrop_mask, floater_mask, free_space_mask, hull_violation_mask, prior_front, render,
-    train_gaussians,
-)
+from vision3d.recon.config import TrainConfig
+from vision3d.recon.init import far_shell_points
+from vision3d.recon.prior import multiview_consistent
+from vision3d.recon.pruners import floater_mask, free_space_mask, hull_violation_mask, prior_front
+from vision3d.recon.trainer import TrainData, backdrop_mask, render, train_gaussians
 
 S = 48  # pixels
 
@@ -52,7 +52,7 @@ def toy():
 
 
 def _train(toy, **kw) -> tuple[Gaussians, dict]:
-    cfg = TrainSettings(iterations=6, densify=False, floater_every=3, hull_every=3, **kw)
+    cfg = TrainConfig(iterations=6, densify=False, floater_every=3, hull_every=3, **kw)
     data = TrainData(toy["images"], toy["cams"], toy["depth"] * 1.3, toy["depth"] > 0, toy["masks"],
                      toy["hull"].front_depth(toy["cams"]), 2 * toy["hull"].voxel)
     r = train_gaussians(toy["init"], data, cfg, seed=0)
@@ -226,7 +226,7 @@ def test_random_background_keeps_an_empty_backdrop_empty():
     haze = (torch.rand(200, 3, generator=g) - 0.5) * torch.tensor([0.8, 0.8, 0.5])
     init = gaussians_from_points(torch.cat([obj, haze]), torch.cat([cols, torch.ones(200, 3)]), opacity=0.5)
     data = TrainData(images, cams, None, None, masks, None, 0.0)
-    cfg = TrainSettings(iterations=80, densify=False, random_background=True)
+    cfg = TrainConfig(iterations=80, densify=False, random_background=True)
     out = train_gaussians(init, data, cfg, seed=0).gaussians
     _, _, a = render(out, cams)
     back = backdrop_mask(images, cfg.background, masks)

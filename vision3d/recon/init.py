@@ -4,12 +4,15 @@ Initialisers (all return points [P, 3] world units + colours [P, 3] in [0, 1]):
 
 * :func:`sfm_points` - the triangulated SfM points (3DGS' standard start).
 * :func:`backproject_depth` - a dense depth map per training view (sparse SfM
-  depth densified by ``vision3d.depth``'s completion, see :func:`dense_depth_prior`),
+  depth densified by ``vision3d.depth``'s completion, see :mod:`vision3d.recon.prior`),
   lifted to 3D on a pixel grid (CoherentGS initialises from per-view depth).
 * :class:`VisualHull` - voxels carved by the object masks (GaussianObject's
   initialisation); its surface voxels become Gaussians, coloured from the
   views that see them.
 * :func:`random_points` - uniform in the scene box (last resort).
+
+:func:`initial_gaussians` chooses among them by :class:`InitConfig` (what the
+``init`` stage runs) and seeds what no depth reaches (:func:`far_shell_points`).
 
 :func:`gaussians_from_points` turns points into isotropic Gaussians with a
 nearest-neighbour scale, as 3DGS does.
@@ -19,9 +22,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
-import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from vision3d.core.cameras import Cameras
 from vision3d.core.gaussians import Gaussians
@@ -100,76 +104,6 @@ def sfm_points(sfm, max_error: float = 4.0) -> tuple[torch.Tensor, torch.Tensor]
     """SfM points with reprojection error below ``max_error`` pixels -> (points [P,3], colors [P,3])."""
     keep = sfm.errors <= max_error
     return sfm.points[keep], sfm.colors[keep]
-
-
-def dense_depth_prior(sparse: torch.Tensor, image: torch.Tensor, method: str = "classical") -> torch.Tensor:
-    """Dense depth from sparse samples with ``vision3d.depth``'s completion.
-
-    Args:
-        sparse: [H, W] float32 z-depth at a few pixels (world units), 0 elsewhere.
-        image: [H, W, 3] float32 in [0, 1] (guides learned completion).
-        method: "classical" (morphological, Ku et al.) or "learned".
-    Returns:
-        [H, W] float32 dense z-depth, same units; 0 where nothing could be filled.
-    """
-    sp = sparse.detach().cpu().numpy().astype(np.float32)
-    rgb = image.detach().cpu().numpy().astype(np.float32)
-    if not (sp > 0).any():
-        return torch.zeros_like(sparse)
-    try:
-        from vision3d.depth import complete_depth  # the shared API (issue: depth completion)
-    except ImportError:
-        complete_depth = None
-    if complete_depth is not None:
-        dense = complete_depth(rgb, sp, method=method)
-    else:  # until the shared entry point lands: the classical completer it wraps
-        if method != "classical":
-            raise UserError(f"depth completion method {method!r} is not available here; use 'classical'")
-        from vision3d.depth.classical import complete_classical
-
-        dense = complete_classical(sp, rgb, extrapolate=False)
-    dense = torch.as_tensor(np.asarray(dense, dtype=np.float32)).reshape(sparse.shape)
-    return torch.where(torch.isfinite(dense) & (dense > 0), dense, torch.zeros_like(dense))
-
-
-def support_mask(sparse: torch.Tensor, max_px: float) -> torch.Tensor:
-    """[H, W] bool: pixels within ``max_px`` pixels of a sparse sample (where a completed
-    depth is an interpolation, not a guess: sky and unseen floor stay out)."""
-    from scipy import ndimage as ndi
-
-    valid = (sparse > 0).cpu().numpy()
-    if not valid.any():
-        return torch.zeros_like(sparse, dtype=torch.bool)
-    d = ndi.distance_transform_edt(~valid)
-    return torch.from_numpy(d <= max_px)
-
-
-def multiview_consistent(depth: torch.Tensor, valid: torch.Tensor, cams: Cameras, tol: float) -> torch.Tensor:
-    """Geometric consistency check of per-view depth maps (the filter of MVS depth fusion).
-
-    Args:
-        depth: [V, H, W] z-depth per view (0 = none).
-        valid: [V, H, W] bool, where each depth is trusted so far.
-        cams: the V cameras.
-        tol: relative depth tolerance.
-    Returns:
-        [V, H, W] bool: ``valid`` and, lifted to 3D and projected into some other view,
-        within ``tol`` of that view's trusted depth. Completion errors rarely agree across
-        views, true surfaces seen twice do; surfaces only one view sees are dropped too.
-    """
-    V = len(depth)
-    out = torch.zeros_like(valid)
-    views = torch.arange(V)[:, None]
-    for k in range(V):
-        o, dirs = cams.pixel_rays(k)
-        ii = torch.where(valid[k].reshape(-1))[0]
-        pts = o.reshape(-1, 3)[ii] + depth[k].reshape(-1)[ii, None] * dirs.reshape(-1, 3)[ii]
-        u, v, z, inside = cams.pixels(pts)
-        dj = depth[views, v, u]
-        agree = inside & valid[views, v, u] & ((z - dj).abs() <= tol * dj)
-        agree[k] = False  # another view must agree, not the view itself
-        out[k].view(-1)[ii[agree.any(0)]] = True
-    return out
 
 
 def backproject_depth(depth: torch.Tensor, image: torch.Tensor, cameras: Cameras, view: int, *,
@@ -433,3 +367,134 @@ def subsample(points: torch.Tensor, colors: torch.Tensor, n: int, seed: int = 0)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(points), generator=g)[:n]
     return points[idx], colors[idx]
+
+
+# ---------------------------------------------------------------------------- the recipe
+
+
+class InitConfig(BaseModel):
+    """Settings of :func:`initial_gaussians` (the ``init`` stage's parameters)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    method: Literal["auto", "sfm", "depth", "hull", "random"] = Field(
+        "auto", description="auto: hull with masks, else sfm (>= 100 points), else depth with a depth prior, else random")
+    hull_fill: Literal["depth", "sfm", "none"] = Field(
+        "sfm", description="hull: what initialises the scene outside the object masks")
+    max_points: int = Field(40_000, ge=100, description="cap on initial Gaussians")
+    depth_stride: int = Field(2, ge=1, le=16, description="depth: lift every n-th pixel")
+    depth_everywhere: bool = Field(True, description="depth: lift every pixel the completion filled, not only those "
+                                   "near a sparse sample (unobserved areas get a rough surface instead of a hole)")
+    hull_resolution: int = Field(80, ge=16, le=256, description="visual hull voxels along the longest side")
+    hull_points: int = Field(3_000, ge=100, description="hull: Gaussians on the hull surface")
+    random_points: int = Field(20_000, ge=100, description="random: Gaussians in the scene box")
+    opacity: float = Field(0.1, gt=0, lt=1, description="initial opacity")
+    max_sfm_error: float = Field(4.0, gt=0, description="sfm: drop points with a larger reprojection error (px)")
+    far_fill: float = Field(0.0, ge=0, description="also seed the pixels of each training view that the depth "
+                            "prior does not reach (far ground, sky) on a shell at this multiple of the view's "
+                            "farthest trusted depth (0 = off; needs depth_prior)")
+    far_stride: int = Field(4, ge=1, le=32, description="far_fill: seed every n-th pixel")
+    far_plane: bool = Field(True, description="far_fill: put pixels whose ray meets the dominant plane of the SfM "
+                            "points (the table or ground, when there is one) on that plane instead of the shell")
+
+
+@dataclass
+class Initialisation:
+    """What :func:`initial_gaussians` made.
+
+    Attributes:
+        gaussians: the initial Gaussians.
+        hull: the visual hull when the views have object masks (the training stage's hull
+            constraint reuses it), else None.
+        metrics: the method used and point counts.
+    """
+
+    gaussians: Gaussians
+    hull: VisualHull | None
+    metrics: dict
+
+
+def initial_gaussians(cams: Cameras, images: torch.Tensor, masks: torch.Tensor | None, sfm,
+                      prior: torch.Tensor | None, valid: torch.Tensor | None, cfg: InitConfig, *,
+                      seed: int = 0, where: str = "the data") -> Initialisation:
+    """Initial Gaussians for the training views, by ``cfg.method``.
+
+    Args:
+        cams: the V training cameras. images: [V, H, W, 3] float32 in [0, 1].
+        masks: [V, H, W] bool object masks or None.
+        sfm: :class:`~vision3d.recon.poses.SfMResult` of the training views (points may be empty).
+        prior, valid: [V, H, W] depth prior and where it is trusted (the ``depth_prior`` stage), or None.
+        cfg: :class:`InitConfig`.
+        seed: seeds subsampling, RANSAC and random points.
+        where: names the data in error messages.
+    Raises:
+        UserError: the chosen method lacks what it needs (masks, a depth prior, SfM points).
+    """
+    method = cfg.method
+    if method == "auto":
+        # measured (BENCHMARKS.md): the hull is the best start with masks; completed depth lifted
+        # to 3D is less reliable than the SfM points it came from, so it is not the default
+        method = ("hull" if masks is not None else "sfm" if len(sfm.points) >= 100
+                  else "depth" if prior is not None else "random")
+    if method == "depth" and prior is None:
+        raise UserError("stages.init.method: 'depth' needs the depth_prior stage; add it to the pipeline or use 'sfm'")
+    if method == "hull" and masks is None:
+        raise UserError(f"stages.init.method: 'hull' needs object masks (a masks/ folder or mask_path in "
+                        f"transforms.json) in {where}; add masks or use 'depth' / 'sfm'")
+    if method == "sfm" and len(sfm.points) < 4:
+        raise UserError("stages.init.method: 'sfm', but there are no SfM points (the photos did not match); "
+                        "use 'random' or 'hull'")
+    lo, hi = scene_box(cams, sfm.points if len(sfm.points) else None)
+    m: dict = {"method": method}
+
+    def depth_points(exclude_masks: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        ps, cs = [], []
+        for k in range(len(cams)):
+            ok = prior[k] > 0 if cfg.depth_everywhere else valid[k]
+            if exclude_masks:
+                ok = ok & ~masks[k]
+            p, c = backproject_depth(prior[k], images[k], cams, k, stride=cfg.depth_stride, valid=ok)
+            ps.append(p)
+            cs.append(c)
+        return torch.cat(ps), torch.cat(cs)
+
+    hull = None
+    if masks is not None:
+        hull = carve_visual_hull(cams, masks, lo, hi, resolution=cfg.hull_resolution)
+        m["hull_voxels"] = int(hull.occ.sum())
+    if method == "sfm":
+        pts, cols = sfm_points(sfm, cfg.max_sfm_error)
+    elif method == "depth":
+        pts, cols = depth_points(False)
+    elif method == "random":
+        pts, cols = random_points(lo, hi, cfg.random_points, seed)
+    else:
+        hp, hc = hull_points(hull, images, cams)
+        hp, hc = subsample(hp, hc, cfg.hull_points, seed)
+        if cfg.hull_fill == "depth" and prior is not None:
+            bp, bc = depth_points(True)
+        elif cfg.hull_fill in ("sfm", "depth") and len(sfm.points):
+            bp, bc = sfm_points(sfm, cfg.max_sfm_error)
+            bp, bc = bp[~hull.contains(bp, dilate=1)], bc[~hull.contains(bp, dilate=1)]
+        else:
+            bp, bc = torch.zeros(0, 3), torch.zeros(0, 3)
+        bp, bc = subsample(bp, bc, max(0, cfg.max_points - len(hp)), seed)
+        pts, cols = torch.cat([hp, bp]), torch.cat([hc, bc])
+        m["n_hull_points"] = int(len(hp))
+    if len(pts) == 0:
+        raise UserError(f"init method {method!r} produced no points; use 'random'")
+    pts, cols = subsample(pts, cols, cfg.max_points, seed)
+    if cfg.far_fill > 0:
+        if prior is None:
+            raise UserError("stages.init.far_fill needs the depth_prior stage; add it to the pipeline or set 0")
+        plane = None
+        if cfg.far_plane and len(sfm.points) >= 20:
+            ext = float((sfm.points.quantile(0.95, 0) - sfm.points.quantile(0.05, 0)).norm())
+            plane = fit_support_plane(sfm.points, 0.01 * ext, seed=seed)
+            m["support_plane"] = None if plane is None else [round(float(x), 5) for x in plane]
+        fp, fc = far_shell_points(prior, valid, images, cams, cfg.far_fill, cfg.far_stride, exclude=masks, plane=plane)
+        pts, cols = torch.cat([pts, fp]), torch.cat([cols, fc])
+        m["n_far_points"] = int(len(fp))
+    g = gaussians_from_points(pts, cols, opacity=cfg.opacity)
+    m["n_gaussians"] = int(len(g))
+    return Initialisation(g, hull, m)

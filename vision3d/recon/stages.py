@@ -19,19 +19,19 @@ Held-out views: only ``render`` (to draw them) and the evaluation read anything
 of them; ``cameras`` estimates and aligns poses from training photos only and
 ``train`` loads training views only.
 
-Artifact formats the evaluation reads (documented here, where they are written):
-``views/views.json`` (see :mod:`vision3d.recon.views`) and ``cameras/cameras.json``:
-``{"width", "height", "frame", "views": [{"name", "split", "world_to_cam" 4x4,
-"K" 3x3}]}`` in the OpenCV convention.
+Each stage reads its inputs, calls one method function and writes its outputs
+(docs/ARCHITECTURE.md, "Stages and pipelines"); the parameter schemas of the
+methods' stages are the methods' own typed configs. Artifact formats the
+evaluation reads: ``views/views.json`` (:mod:`vision3d.recon.views`) and
+``cameras/cameras.json`` (:mod:`vision3d.io.cameras_json`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Literal, Optional
 
 import numpy as np
 import torch
@@ -39,39 +39,14 @@ from pydantic import Field
 
 from vision3d.core.cameras import Cameras
 from vision3d.errors import UserError
+from vision3d.io.cameras_json import CAMERAS_JSON, read_cameras_json
+from vision3d.io.cameras_json import write_cameras_json as _write_cameras
 from vision3d.pipeline.stage import Stage, StageContext, StageParams, register_stage
-from vision3d.recon.views import prepare_views, read_view_folder
-
-CAMERAS_JSON = "cameras.json"
-
-
-# ---------------------------------------------------------------------------- helpers shared by stages
-
-
-def _write_cameras(path: Path, cams: Cameras, splits: list[str], frame: str, extra: dict | None = None) -> None:
-    from vision3d.io.atomic import atomic_write_json
-
-    atomic_write_json(path, {
-        "convention": "OpenCV world_to_cam 4x4, K 3x3 in pixels (pixel centres at +0.5)",
-        "frame": frame, "width": cams.width, "height": cams.height,
-        "views": [{"name": n, "split": s, "world_to_cam": cams.world_to_cam[i].tolist(), "K": cams.K[i].tolist()}
-                  for i, (n, s) in enumerate(zip(cams.names, splits))],
-        **(extra or {}),
-    }, fsync=False)
-
-
-def read_cameras(cam_dir: Path) -> tuple[Cameras, list[str], dict]:
-    """(cameras of every view, their splits, the file's metadata) from a cameras artifact."""
-    meta = json.loads((Path(cam_dir) / CAMERAS_JSON).read_text())
-    v = meta["views"]
-    cams = Cameras(torch.tensor([x["world_to_cam"] for x in v], dtype=torch.float32),
-                   torch.tensor([x["K"] for x in v], dtype=torch.float32),
-                   int(meta["width"]), int(meta["height"]), [x["name"] for x in v])
-    return cams, [x["split"] for x in v], meta
-
-
-def _split_idx(splits: list[str], which: str) -> list[int]:
-    return [i for i, s in enumerate(splits) if s == which]
+from vision3d.recon.config import TrainConfig
+from vision3d.recon.init import InitConfig
+from vision3d.recon.prior import DepthPriorConfig
+from vision3d.recon.views import load_training_views, prepare_views, read_view_folder
+from vision3d.utils.threads import cpu_threads
 
 
 # ---------------------------------------------------------------------------- views
@@ -214,29 +189,15 @@ class SfMCameras(Stage):
         return metrics
 
 
-def _load_sfm(cam_dir: Path, cams: Cameras, splits: list[str]):
-    from vision3d.recon.poses import load_sfm
-
-    tr = _split_idx(splits, "train")
-    return load_sfm(Path(cam_dir) / "sfm.npz", cams[tr])
-
-
 # ---------------------------------------------------------------------------- depth prior
 
 
-class DepthPriorParams(StageParams):
-    densify: bool = Field(True, description="densify the sparse SfM depth with vision3d.depth's completion "
-                          "(off: the prior is the sparse SfM depth only)")
-    method: Literal["classical", "learned"] = Field("classical", description="depth completion method")
-    support: float = Field(0.08, gt=0, le=1, description="trust the completed depth only within this fraction of "
-                           "the image size from a sparse sample (sky and unseen floor stay out)")
-    consistency: float = Field(0.0, ge=0, le=1, description="also trust a pixel only where another training view's "
-                               "prior agrees with it within this relative depth (multi-view check as in MVS "
-                               "fusion; 0 = off)")
+class DepthPriorParams(DepthPriorConfig, StageParams):
+    """:class:`vision3d.recon.prior.DepthPriorConfig` as stage parameters."""
 
 
 @register_stage
-class DepthPrior(Stage):
+class DepthPriorStage(Stage):
     name = "depth_prior"
     description = "Per training view: sparse SfM depth, densified by depth completion (switchable)."
     Params = DepthPriorParams
@@ -245,83 +206,23 @@ class DepthPrior(Stage):
 
     def run(self, ctx: StageContext, params: DepthPriorParams) -> dict:
         from vision3d.io.images import save_image
-        from vision3d.recon.init import dense_depth_prior, multiview_consistent, support_mask
+        from vision3d.recon.prior import build_depth_prior, write_depth_prior
         from vision3d.recon.render import colorize_depth
 
-        vf = read_view_folder(ctx.input("views"))
-        cams, splits, _ = read_cameras(ctx.input("cameras"))
-        sfm = _load_sfm(ctx.input("cameras"), cams, splits)
+        tv = load_training_views(ctx.input("views"), ctx.input("cameras"))
+        prior = build_depth_prior(tv.load_sfm(), tv.images, params, gt_depth=tv.load_gt_depth())
         out = ctx.output_dir("depth_prior")
-        tr = _split_idx(splits, "train")
-        images = vf.load_images([vf.names.index(cams.names[i]) for i in tr])
-        gt = vf.load_depths([vf.names.index(cams.names[i]) for i in tr])
-        cover, rel, outl = [], [], []
-        denses, valids, sparses = [], [], []
-        for k, i in enumerate(tr):
-            sparse = sfm.sparse_depth(k)
-            if params.densify:
-                dense = dense_depth_prior(sparse, images[k], params.method)
-                valid = support_mask(sparse, params.support * max(cams.width, cams.height)) & (dense > 0)
-            else:
-                dense, valid = sparse, sparse > 0
-            denses.append(dense)
-            valids.append(valid)
-            sparses.append(sparse)
-        if params.densify and params.consistency > 0 and len(tr) > 1:
-            valids = multiview_consistent(torch.stack(denses), torch.stack(valids), cams[tr], params.consistency)
-        for k, i in enumerate(tr):
-            dense, valid = denses[k], valids[k]
-            np.savez_compressed(out / f"{cams.names[i]}.npz", depth=dense.numpy(), valid=valid.numpy(),
-                                sparse=sparses[k].numpy())
-            save_image(out / f"{cams.names[i]}.png", colorize_depth(torch.where(valid, dense, torch.zeros_like(dense))))
-            cover.append(float(valid.float().mean()))
-            if gt is not None:
-                g = gt[k]
-                m = valid & (g > 0)
-                if m.any():
-                    e = (dense[m] - g[m]).abs() / g[m]
-                    rel.append(float(e.median()))
-                    outl.append(float((e > 0.05).float().mean()))
-        m = {"coverage": float(np.mean(cover)), "densified": params.densify,
-             "n_sparse_mean": float(np.mean([len(sfm.observations[k][1]) for k in range(len(tr))]))}
-        if rel:
-            m["gt_median_rel_err"] = float(np.mean(rel))  # how good the prior is (diagnostic; GT never trains)
-            m["gt_outliers_5pct"] = float(np.mean(outl))
-        return m
-
-
-def _load_prior(prior_dir: Path, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    d, v = [], []
-    for n in names:
-        z = np.load(Path(prior_dir) / f"{n}.npz")
-        d.append(torch.from_numpy(z["depth"]).float())
-        v.append(torch.from_numpy(z["valid"]).bool())
-    return torch.stack(d), torch.stack(v)
+        write_depth_prior(out, tv.names, prior)
+        for k, n in enumerate(tv.names):
+            save_image(out / f"{n}.png", colorize_depth(torch.where(prior.valid[k], prior.depth[k], 0.0)))
+        return prior.metrics
 
 
 # ---------------------------------------------------------------------------- init
 
 
-class InitParams(StageParams):
-    method: Literal["auto", "sfm", "depth", "hull", "random"] = Field(
-        "auto", description="auto: hull with masks, else sfm (>= 100 points), else depth with a depth prior, else random")
-    hull_fill: Literal["depth", "sfm", "none"] = Field(
-        "sfm", description="hull: what initialises the scene outside the object masks")
-    max_points: int = Field(40_000, ge=100, description="cap on initial Gaussians")
-    depth_stride: int = Field(2, ge=1, le=16, description="depth: lift every n-th pixel")
-    depth_everywhere: bool = Field(True, description="depth: lift every pixel the completion filled, not only those "
-                                   "near a sparse sample (unobserved areas get a rough surface instead of a hole)")
-    hull_resolution: int = Field(80, ge=16, le=256, description="visual hull voxels along the longest side")
-    hull_points: int = Field(3_000, ge=100, description="hull: Gaussians on the hull surface")
-    random_points: int = Field(20_000, ge=100, description="random: Gaussians in the scene box")
-    opacity: float = Field(0.1, gt=0, lt=1, description="initial opacity")
-    max_sfm_error: float = Field(4.0, gt=0, description="sfm: drop points with a larger reprojection error (px)")
-    far_fill: float = Field(0.0, ge=0, description="also seed the pixels of each training view that the depth "
-                            "prior does not reach (far ground, sky) on a shell at this multiple of the view's "
-                            "farthest trusted depth (0 = off; needs depth_prior)")
-    far_stride: int = Field(4, ge=1, le=32, description="far_fill: seed every n-th pixel")
-    far_plane: bool = Field(True, description="far_fill: put pixels whose ray meets the dominant plane of the SfM "
-                            "points (the table or ground, when there is one) on that plane instead of the shell")
+class InitParams(InitConfig, StageParams):
+    """:class:`vision3d.recon.init.InitConfig` as stage parameters."""
 
 
 @register_stage
@@ -335,143 +236,28 @@ class InitGaussians(Stage):
 
     def run(self, ctx: StageContext, params: InitParams) -> dict:
         from vision3d.io.ply import write_splat_ply
-        from vision3d.recon import init as I
+        from vision3d.recon.init import initial_gaussians
+        from vision3d.recon.prior import load_depth_prior
 
-        vf = read_view_folder(ctx.input("views"))
-        cams_all, splits, _ = read_cameras(ctx.input("cameras"))
-        tr = _split_idx(splits, "train")
-        cams = cams_all[tr]
-        vidx = [vf.names.index(n) for n in cams.names]
-        sfm = _load_sfm(ctx.input("cameras"), cams_all, splits)
-        images = vf.load_images(vidx)
-        masks = vf.load_masks(vidx)
+        tv = load_training_views(ctx.input("views"), ctx.input("cameras"))
         prior = valid = None
         if ctx.has_input("depth_prior"):
-            prior, valid = _load_prior(ctx.input("depth_prior"), cams.names)
-        method = params.method
-        if method == "auto":
-            # measured (BENCHMARKS.md): the hull is the best start with masks; completed depth lifted
-            # to 3D is less reliable than the SfM points it came from, so it is not the default
-            method = ("hull" if masks is not None else "sfm" if len(sfm.points) >= 100
-                      else "depth" if prior is not None else "random")
-        if method == "depth" and prior is None:
-            raise UserError("stages.init.method: 'depth' needs the depth_prior stage; add it to the pipeline or use 'sfm'")
-        if method == "hull" and masks is None:
-            raise UserError(f"stages.init.method: 'hull' needs object masks (a masks/ folder or mask_path in "
-                            f"transforms.json) in {vf.extra.get('data')}; add masks or use 'depth' / 'sfm'")
-        if method == "sfm" and len(sfm.points) < 4:
-            raise UserError("stages.init.method: 'sfm', but there are no SfM points (the photos did not match); "
-                            "use 'random' or 'hull'")
+            prior, valid = load_depth_prior(ctx.input("depth_prior"), tv.names)
+        res = initial_gaussians(tv.cameras, tv.images, tv.masks, tv.load_sfm(), prior, valid, params, seed=ctx.seed,
+                                where=str(tv.folder.extra.get("data")))
         out = ctx.output_dir("init")
-        lo, hi = I.scene_box(cams, sfm.points if len(sfm.points) else None)
-        m: dict = {"method": method}
-
-        def depth_points(exclude_masks: bool) -> tuple[torch.Tensor, torch.Tensor]:
-            ps, cs = [], []
-            for k in range(len(cams)):
-                ok = prior[k] > 0 if params.depth_everywhere else valid[k]
-                if exclude_masks:
-                    ok = ok & ~masks[k]
-                p, c = I.backproject_depth(prior[k], images[k], cams, k, stride=params.depth_stride, valid=ok)
-                ps.append(p)
-                cs.append(c)
-            return torch.cat(ps), torch.cat(cs)
-
-        hull = None
-        if masks is not None:
-            hull = I.carve_visual_hull(cams, masks, lo, hi, resolution=params.hull_resolution)
-            np.savez_compressed(out / "hull.npz", lo=hull.lo.numpy(), voxel=hull.voxel, occ=hull.occ.numpy())
-            m["hull_voxels"] = int(hull.occ.sum())
-        if method == "sfm":
-            pts, cols = I.sfm_points(sfm, params.max_sfm_error)
-        elif method == "depth":
-            pts, cols = depth_points(False)
-        elif method == "random":
-            pts, cols = I.random_points(lo, hi, params.random_points, ctx.seed)
-        else:
-            hp, hc = I.hull_points(hull, images, cams)
-            hp, hc = I.subsample(hp, hc, params.hull_points, ctx.seed)
-            if params.hull_fill == "depth" and prior is not None:
-                bp, bc = depth_points(True)
-            elif params.hull_fill in ("sfm", "depth") and len(sfm.points):
-                bp, bc = I.sfm_points(sfm, params.max_sfm_error)
-                bp, bc = bp[~hull.contains(bp, dilate=1)], bc[~hull.contains(bp, dilate=1)]
-            else:
-                bp, bc = torch.zeros(0, 3), torch.zeros(0, 3)
-            bp, bc = I.subsample(bp, bc, max(0, params.max_points - len(hp)), ctx.seed)
-            pts, cols = torch.cat([hp, bp]), torch.cat([hc, bc])
-            m["n_hull_points"] = int(len(hp))
-        if len(pts) == 0:
-            raise UserError(f"init method {method!r} produced no points; use 'random'")
-        pts, cols = I.subsample(pts, cols, params.max_points, ctx.seed)
-        if params.far_fill > 0:
-            if prior is None:
-                raise UserError("stages.init.far_fill needs the depth_prior stage; add it to the pipeline or set 0")
-            plane = None
-            if params.far_plane and len(sfm.points) >= 20:
-                ext = float((sfm.points.quantile(0.95, 0) - sfm.points.quantile(0.05, 0)).norm())
-                plane = I.fit_support_plane(sfm.points, 0.01 * ext, seed=ctx.seed)
-                m["support_plane"] = None if plane is None else [round(float(x), 5) for x in plane]
-            fp, fc = I.far_shell_points(prior, valid, images, cams, params.far_fill, params.far_stride,
-                                        exclude=masks, plane=plane)
-            pts, cols = torch.cat([pts, fp]), torch.cat([cols, fc])
-            m["n_far_points"] = int(len(fp))
-        g = I.gaussians_from_points(pts, cols, opacity=params.opacity)
-        write_splat_ply(out / "gaussians.ply", g)
-        m["n_gaussians"] = int(len(g))
-        return m
+        if res.hull is not None:
+            h = res.hull
+            np.savez_compressed(out / "hull.npz", lo=h.lo.numpy(), voxel=h.voxel, occ=h.occ.numpy())
+        write_splat_ply(out / "gaussians.ply", res.gaussians)
+        return res.metrics
 
 
 # ---------------------------------------------------------------------------- train
 
 
-class TrainParams(StageParams):
-    iterations: int = Field(1000, ge=1, le=1_000_000, description="optimisation steps (one training view each)")
-    sh_degree: int = Field(1, ge=0, le=3, description="spherical-harmonics degree (view dependence)")
-    sh_degree_every: int = Field(250, ge=1, description="raise the active SH degree every n steps")
-    lambda_ssim: float = Field(0.2, ge=0, le=1, description="weight of 1-SSIM in the photometric loss")
-    background: list[float] = Field([1.0, 1.0, 1.0], min_length=3, max_length=3,
-                                    description="RGB in [0, 1] behind the Gaussians")
-    random_background: bool = Field(False, description="a random background colour every step, so that surfaces "
-                                    "become opaque (splatfacto's 'random' background)")
-    lr_means: float = Field(1.6e-4, gt=0, description="position learning rate (x scene scale), decays to lr_means_final x")
-    lr_means_final: float = Field(0.01, gt=0, le=1, description="final/initial position learning rate ratio")
-    lr_scales: float = Field(5e-3, gt=0, description="log-scale learning rate")
-    lr_quats: float = Field(1e-3, gt=0, description="rotation learning rate")
-    lr_opacities: float = Field(5e-2, gt=0, description="opacity-logit learning rate")
-    lr_sh0: float = Field(2.5e-3, gt=0, description="base colour learning rate")
-    lr_shN: float = Field(1.25e-4, gt=0, description="higher SH learning rate")
-    densify: bool = Field(True, description="gsplat DefaultStrategy clone/split/prune")
-    densify_start: int = Field(50, ge=0, description="first densification step")
-    densify_stop: float = Field(0.6, ge=0, le=1, description="stop densifying at this fraction of the iterations")
-    densify_every: int = Field(50, ge=1, description="densify every n steps")
-    grow_grad2d: float = Field(2e-4, gt=0, description="screen-space gradient threshold for growing")
-    prune_opacity: float = Field(0.005, ge=0, lt=1, description="prune Gaussians below this opacity")
-    max_gaussians: int = Field(200_000, ge=100, description="stop growing beyond this many Gaussians")
-    depth_rank: float = Field(0.0, ge=0, description="weight: SparseNeRF local depth ranking vs the depth prior (0 = off)")
-    depth_continuity: float = Field(0.0, ge=0, description="weight: SparseNeRF depth continuity vs the prior (0 = off)")
-    depth_l1: float = Field(0.0, ge=0, description="weight: relative L1 to the depth prior's values, DS-NeRF-style "
-                            "(the prior is SfM depth in the same frame, so its scale is right) (0 = off)")
-    depth_smooth: float = Field(0.0, ge=0, description="weight: edge-aware depth TV, CoherentGS smoothness (0 = off)")
-    coherence: float = Field(0.0, ge=0, description="weight: neighbour-offset coherence of Gaussians, CoherentGS (0 = off)")
-    coherence_k: int = Field(8, ge=1, le=32, description="neighbours per Gaussian for coherence")
-    opacity_reg: float = Field(0.0, ge=0, description="weight: opacities towards 0/1 (0 = off)")
-    scale_reg: float = Field(0.0, ge=0, description="weight: no huge Gaussians or needles (0 = off)")
-    scale_max_pixels: float = Field(16.0, gt=0, description="scale_reg: largest axis allowed, in pixels of the nearest "
-                                    "training view")
-    scale_max_ratio: float = Field(10.0, ge=1, description="scale_reg: largest/middle axis ratio allowed")
-    floaters: bool = Field(False, description="GaussianObject floater elimination (k-NN outlier pruning)")
-    floater_every: int = Field(200, ge=1, description="floater elimination every n steps")
-    floater_std: float = Field(3.0, gt=0, description="prune beyond mean + this many std of relative k-NN distance")
-    hull: Union[bool, Literal["auto"]] = Field(
-        False, description="GaussianObject visual-hull constraint: prune Gaussians in front of the hull seen "
-        "through the object masks (true: needs masks; auto: when the data has masks)")
-    hull_every: int = Field(100, ge=1, description="hull and free-space constraints every n steps")
-    free_space: float = Field(0.0, ge=0, lt=1, description="prune Gaussians in front of the trusted depth prior by "
-                              "more than this fraction of its depth (0 = off; needs depth_prior)")
-    hull_margin: float = Field(2.0, ge=0, description="tolerance in front of the hull, in hull voxels")
-    threads: Optional[int] = Field(None, ge=1, description="CPU threads (default: 1 or all, whichever a quick probe "
-                                   "finds faster on this machine right now)")
+class TrainParams(TrainConfig, StageParams):
+    """:class:`vision3d.recon.config.TrainConfig` as stage parameters."""
 
 
 @register_stage
@@ -487,40 +273,30 @@ class TrainSplat(Stage):
     def run(self, ctx: StageContext, params: TrainParams) -> dict:
         from vision3d.io.ply import read_splat_ply, write_splat_ply
         from vision3d.recon.init import VisualHull
-        from vision3d.recon.trainer import TrainData, TrainSettings, train_gaussians
+        from vision3d.recon.prior import load_depth_prior
+        from vision3d.recon.trainer import TrainData, train_gaussians
 
-        vf = read_view_folder(ctx.input("views"))
-        cams_all, splits, _ = read_cameras(ctx.input("cameras"))
-        tr = _split_idx(splits, "train")  # training views only, by construction
-        cams = cams_all[tr]
-        vidx = [vf.names.index(n) for n in cams.names]
-        images = vf.load_images(vidx)
-        masks = vf.load_masks(vidx)
+        tv = load_training_views(ctx.input("views"), ctx.input("cameras"))
         init = read_splat_ply(Path(ctx.input("init")) / "gaussians.ply")
         prior = valid = None
-        needs_prior = (params.depth_rank > 0 or params.depth_continuity > 0 or params.depth_l1 > 0
-                       or params.free_space > 0)
-        if needs_prior:
+        if params.needs_depth_prior:
             if not ctx.has_input("depth_prior"):
-                raise UserError("stages.train.depth_rank/depth_continuity/depth_l1/free_space need the depth_prior stage in the pipeline")
-            prior, valid = _load_prior(ctx.input("depth_prior"), cams.names)
+                raise UserError("stages.train.depth_rank/depth_continuity/depth_l1/free_space need the depth_prior "
+                                "stage in the pipeline")
+            prior, valid = load_depth_prior(ctx.input("depth_prior"), tv.names)
         hull_front, margin = None, 0.0
         hp = Path(ctx.input("init")) / "hull.npz"
-        use_hull = params.hull is True or (params.hull == "auto" and masks is not None and hp.is_file())
+        use_hull = params.hull is True or (params.hull == "auto" and tv.masks is not None and hp.is_file())
         if use_hull:
-            if masks is None or not hp.is_file():
+            if tv.masks is None or not hp.is_file():
                 raise UserError("stages.train.hull: the visual-hull constraint needs object masks (masks/ folder or "
                                 "mask_path in transforms.json); set hull: false")
             z = np.load(hp)
             hull = VisualHull(torch.from_numpy(z["lo"]).float(), float(z["voxel"]), torch.from_numpy(z["occ"]))
-            hull_front = hull.front_depth(cams)
+            hull_front = hull.front_depth(tv.cameras)
             margin = params.hull_margin * hull.voxel
-        fields = TrainSettings.__dataclass_fields__
-        cfg = TrainSettings(**{k: v for k, v in params.model_dump().items() if k in fields})
-        cfg.background = tuple(params.background)
-        cfg.hull = use_hull
-        data = TrainData(images, cams, prior, valid, masks, hull_front, margin)
-        res = train_gaussians(init, data, cfg, device=ctx.device, seed=ctx.seed,
+        data = TrainData(tv.images, tv.cameras, prior, valid, tv.masks, hull_front, margin)
+        res = train_gaussians(init, data, params, device=ctx.device, seed=ctx.seed,
                               progress=lambda it, total, desc: ctx.progress(it, total=total, desc=desc))
         write_splat_ply(ctx.output_file("splat", ".ply"), res.gaussians)
         return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in res.stats.items()}
@@ -534,8 +310,8 @@ class RenderParams(StageParams):
     fps: int = Field(24, ge=1, le=120, description="video frame rate")
     turntable_elevation: float = Field(0.0, ge=-60, le=60, description="degrees added to the photos' mean elevation")
     background: list[float] = Field([1.0, 1.0, 1.0], min_length=3, max_length=3, description="RGB behind the splat")
-    threads: Optional[int] = Field(None, ge=1, description="CPU threads (default: 1 or all, whichever a quick probe "
-                                   "finds faster on this machine right now)")
+    threads: Optional[int] = Field(None, ge=1, description="CPU threads (default: all when the machine is otherwise "
+                                   "idle, else 1 or all, whichever a quick probe finds faster right now)")
 
 
 @register_stage
@@ -547,8 +323,6 @@ class RenderViews(Stage):
     outputs = ("renders", "depth", "video")
 
     def run(self, ctx: StageContext, params: RenderParams) -> dict:
-        from vision3d.utils.threads import cpu_threads
-
         with cpu_threads(ctx.device, params.threads):
             return self._run(ctx, params)
 
@@ -556,11 +330,12 @@ class RenderViews(Stage):
         from vision3d.io.images import save_image
         from vision3d.io.ply import read_splat_ply
         from vision3d.recon.poses import look_at_point
-        from vision3d.recon.render import colorize_depth, turntable_cameras, write_video
+        from vision3d.recon.render import turntable_cameras, write_video
         from vision3d.recon.trainer import render
+        from vision3d.recon.render import colorize_depth
 
         g = read_splat_ply(ctx.input("splat"))
-        cams, splits, _ = read_cameras(ctx.input("cameras"))
+        cams, splits, _ = read_cameras_json(ctx.input("cameras"))
         t0 = time.perf_counter()
         rgb, depth, alpha = render(g, cams, tuple(params.background), ctx.device)
         rdir, ddir = ctx.output_dir("renders"), ctx.output_dir("depth")
@@ -572,7 +347,7 @@ class RenderViews(Stage):
         m = {"n_rendered": len(cams), "render_seconds_per_view": (time.perf_counter() - t0) / max(1, len(cams))}
         vdir = ctx.output_dir("video")
         if params.turntable_frames > 0:
-            tr = _split_idx(splits, "train")
+            tr = [i for i, s in enumerate(splits) if s == "train"]
             tt = turntable_cameras(cams[tr], look_at_point(cams[tr]), params.turntable_frames,
                                    params.turntable_elevation)
             frames = []

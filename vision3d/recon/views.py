@@ -136,6 +136,56 @@ def read_view_folder(root: str | Path) -> ViewFolder:
     )
 
 
+@dataclass
+class TrainingViews:
+    """The training photos of a run with the cameras the ``cameras`` stage chose for them:
+    what every training-side stage reads (held-out views are not loaded).
+
+    Attributes:
+        folder: the run's :class:`ViewFolder`.
+        cameras: V training cameras (OpenCV), in ``cameras.json`` order.
+        images: [V, H, W, 3] float32 photos in [0, 1].
+        masks: [V, H, W] bool object masks, or None when the data has none.
+        all_cameras: every view's camera (training and held-out), with ``splits``.
+        splits: ``"train"`` / ``"test"`` per view of ``all_cameras``.
+        cameras_dir: the ``cameras`` artifact (holds the sparse model, ``sfm.npz``).
+    """
+
+    folder: ViewFolder
+    cameras: Cameras
+    images: torch.Tensor
+    masks: torch.Tensor | None
+    all_cameras: Cameras
+    splits: list[str]
+    cameras_dir: Path
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.cameras.names)
+
+    def load_gt_depth(self) -> torch.Tensor | None:
+        """[V, H, W] float32 ground-truth depth of the training views (diagnostics only), or None."""
+        return self.folder.load_depths([self.folder.names.index(n) for n in self.cameras.names])
+
+    def load_sfm(self):
+        """The ``cameras`` stage's sparse model (:class:`~vision3d.recon.poses.SfMResult`) of these views."""
+        from vision3d.recon.poses import load_sfm
+
+        return load_sfm(Path(self.cameras_dir) / "sfm.npz", self.cameras)
+
+
+def load_training_views(views_dir: str | Path, cameras_dir: str | Path) -> TrainingViews:
+    """Read the training views of a run: its ``views`` and ``cameras`` artifacts."""
+    from vision3d.io.cameras_json import read_cameras_json
+
+    vf = read_view_folder(views_dir)
+    all_cams, splits, _ = read_cameras_json(cameras_dir)
+    tr = [i for i, s in enumerate(splits) if s == "train"]
+    cams = all_cams[tr]
+    idx = [vf.names.index(n) for n in cams.names]
+    return TrainingViews(vf, cams, vf.load_images(idx), vf.load_masks(idx), all_cams, splits, Path(cameras_dir))
+
+
 def write_views_json(root: Path, vf: ViewFolder) -> None:
     """Write ``views.json`` for ``vf`` (images/masks/depth must already be in ``root``)."""
     from vision3d.io.atomic import atomic_write_json
