@@ -163,7 +163,7 @@ def test_mismatched_checkpoint_is_a_user_error(tiny_config, tmp_path):
     with pytest.raises(UserError, match=r"head\.cls\.weight"):
         load_detector(path, two_classes)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="cannot read checkpoint"):
+    with pytest.raises(UserError, match="cannot read detector checkpoint"):
         load_detector(tmp_path / "junk.pt")
     with pytest.raises(UserError, match="not found"):
         load_detector(tmp_path / "missing.pt")

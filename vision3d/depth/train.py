@@ -59,6 +59,7 @@ from vision3d.depth.learned import (
     GradNet, _grad_pair, _pool, integrate_depth, make_inputs, mix_logits, predict, save_checkpoint,
 )
 from vision3d.depth.sparse_patterns import sample_sparse
+from vision3d.io.torch_files import load_torch_file
 
 
 def random_sparse(frame_depth: np.ndarray, rgb: np.ndarray, K: np.ndarray, rng: np.random.Generator):
@@ -321,7 +322,7 @@ def init_from(net: GradNet, path: str, reset_prior: bool = False) -> list[str]:
     head), e.g. when their scale changed: the run then starts from that
     checkpoint's gradients and a neutral prior = classical fill.
     """
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck = load_torch_file(path, "warm-start checkpoint", "pass a checkpoint written by vision3d.depth.train")
     own = net.state_dict()
     src = dict(ck["state_dict"])
     adapted = []
@@ -394,7 +395,7 @@ def train(args) -> dict:
     nll_scales = torch.zeros(args.levels, device=dev, requires_grad=True) if args.nll_scale else None
     init_scales = None
     if args.init:  # a warm start continues from the NLL scales its checkpoint ended with (meta, if recorded)
-        init_scales = torch.load(args.init, map_location="cpu", weights_only=True).get("meta", {}).get("nll_log_scales")
+        init_scales = load_torch_file(args.init, "warm-start checkpoint").get("meta", {}).get("nll_log_scales")
     if nll_scales is not None and init_scales and len(init_scales) == args.levels:
         with torch.no_grad():
             nll_scales.copy_(torch.tensor(init_scales, dtype=torch.float32))

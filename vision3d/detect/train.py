@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -33,6 +34,9 @@ from vision3d.detect.dataset import (Collate, DataConfig, DetectionDataset, buil
                                      read_split_ids, resolve_root, to_device)
 from vision3d.detect.registry import Detector, DetectorConfig, build_detector, parse_detector_config
 from vision3d.errors import UserError
+from vision3d.io.atomic import atomic_path
+from vision3d.io.torch_files import load_torch_file
+from vision3d.io.yaml_files import read_yaml_mapping
 
 CHECKPOINT_FORMAT = "vision3d.detect checkpoint v1"
 
@@ -82,7 +86,6 @@ def save_checkpoint(path: str | Path, model: Detector, optimizer: torch.optim.Op
                     extra: dict | None = None) -> Path:
     """Write model weights + config (+ optimizer, scheduler, epoch) atomically (temp file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     m = model.module if hasattr(model, "module") else model
     ckpt = {
         "format": CHECKPOINT_FORMAT,
@@ -97,22 +100,19 @@ def save_checkpoint(path: str | Path, model: Detector, optimizer: torch.optim.Op
         ckpt["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
         ckpt["scheduler"] = scheduler.state_dict()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
     return path
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint dict (on CPU). UserError when the file is missing or not a vision3d detector checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found; point 'checkpoint' at a checkpoint.pt written by detect_train")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise UserError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e}); the file is damaged or not a "
-                        "torch checkpoint") from None
+    """Load a checkpoint dict (on CPU). UserError when the file is missing or not a vision3d detector checkpoint.
+
+    Only tensors and plain data are unpickled (``weights_only=True``, see :mod:`vision3d.io.torch_files`):
+    a checkpoint holds its configs as JSON-like dicts, never as objects.
+    """
+    ckpt = load_torch_file(path, "detector checkpoint",
+                           "point 'checkpoint' at a checkpoint.pt written by detect_train")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path}: not a vision3d detector checkpoint (expected format {CHECKPOINT_FORMAT!r})")
     return ckpt
@@ -347,9 +347,7 @@ def _load_train_params(config: Path, stage_id: str, overrides: list[str]) -> tup
     """(train params, data path, device, seed) from a job config's ``stages.<stage_id>`` mapping."""
     import yaml
 
-    if not config.is_file():
-        raise UserError(f"{config}: config file not found")
-    raw = yaml.safe_load(config.read_text()) or {}
+    raw = read_yaml_mapping(config, "config file")
     for item in overrides:
         if "=" not in item:
             raise UserError(f"--set {item!r}: expected key.path=value")
@@ -398,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             print(json.dumps(metrics))
     except UserError as e:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
         if dist.is_available() and dist.is_initialized():

@@ -5,17 +5,26 @@ Windows, so a reader sees either the old file or the complete new one, never a
 half-written file, even if the writer is killed or interrupted with Ctrl-C.
 The temporary file keeps the target's suffix so that libraries choosing the
 format from the extension (PIL, trimesh, plyfile, ...) still do the right thing.
+
+This is the one place files are written atomically (docs/ARCHITECTURE.md,
+Errors and files). It also turns the write failures a user can fix -- a full
+disk, a read-only or foreign folder, a file where a folder should be -- into
+one-line :class:`~vision3d.errors.UserError` messages naming the path
+(:func:`write_errors`), so a caller never shows a traceback for them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from vision3d.errors import UserError
 
 
 def _read_umask() -> int:
@@ -29,6 +38,68 @@ _UMASK = _read_umask()
 #: Modes a plain open()/mkdir() would give; mkstemp/mkdtemp create 0600/0700 entries.
 FILE_MODE = 0o666 & ~_UMASK
 DIR_MODE = 0o777 & ~_UMASK
+
+
+# errno -> (what happened, what to do), for OSErrors a user fixes by choosing another place or freeing space.
+_WRITE_ERRNOS = {
+    errno.ENOSPC: ("no space left on the device", "free some space or write somewhere else"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or write somewhere else"),
+    errno.EROFS: ("read-only file system", "choose a writable location"),
+    errno.EACCES: ("permission denied", "choose a location you may write to"),
+    errno.EPERM: ("operation not permitted", "choose a location you may write to"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "choose another path"),
+    errno.EISDIR: ("it is a directory", "pass a file path"),
+}
+
+
+def write_error(e: OSError, path: str | os.PathLike | None = None) -> UserError | None:
+    """The one-line UserError for an OSError raised while writing ``path``, or None.
+
+    None means the error is not one a user fixes by choosing another place or
+    freeing space (e.g. an I/O error of the device): let it propagate.
+
+    Args:
+        e: the error.
+        path: the file or folder being written (default: the error's own filename).
+    """
+    what = _WRITE_ERRNOS.get(e.errno)
+    if what is None:
+        return None
+    target = path if path is not None else (e.filename or "output")
+    return UserError(f"{target}: cannot write ({what[0]}); {what[1]}")
+
+
+@contextlib.contextmanager
+def write_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Turn full-disk / read-only / permission / not-a-folder OSErrors inside the block into one-line UserErrors.
+
+    Usage::
+
+        with write_errors(out):
+            np.save(out, array)
+    """
+    try:
+        yield
+    except OSError as e:
+        err = write_error(e, path)
+        if err is None:
+            raise
+        raise err from None
+
+
+def ensure_dir(path: str | os.PathLike) -> Path:
+    """Create folder ``path`` (and its parents) if missing; returns it.
+
+    Raises:
+        UserError: ``path`` (or a parent) exists as a file, or cannot be created
+            (read-only, no permission, full disk).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: exists and is a file, not a folder; choose another path")
+    with write_errors(path):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _fsync_path(path: Path) -> None:
@@ -61,21 +132,29 @@ def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
             must survive a power loss, such as manifests).
     Yields:
         Path of the temporary file (same directory, same suffix, hidden name).
+    Raises:
+        UserError: the file cannot be written: full disk, read-only or foreign
+            folder, a file where a folder should be, ``path`` is a directory
+            (see :func:`write_errors`); ``path`` is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # mkstemp creates the file securely with a unique name; writers overwrite it.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; pass a file path")
+    ensure_dir(path.parent)
+    with write_errors(path):
+        # mkstemp creates the file securely with a unique name; writers overwrite it.
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        if not tmp.exists():
-            raise FileNotFoundError(f"atomic_path: nothing was written to the temporary file for {path}")
-        if fsync:
-            _fsync_path(tmp)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
+        with write_errors(path):
+            yield tmp
+            if not tmp.exists():
+                raise FileNotFoundError(f"atomic_path: nothing was written to the temporary file for {path}")
+            if fsync:
+                _fsync_path(tmp)
+            os.chmod(tmp, FILE_MODE)
+            os.replace(tmp, path)
     except BaseException:
         # BaseException on purpose: Ctrl-C (KeyboardInterrupt) must not leave temp files.
         with contextlib.suppress(OSError):
@@ -99,13 +178,15 @@ def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = True) ->
     return atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2, fsync: bool = True) -> Path:
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2, fsync: bool = True,
+                      default: Callable[[Any], Any] | None = None) -> Path:
     """Serialise ``obj`` as JSON (UTF-8, trailing newline) and write it atomically.
 
     The object is serialised before anything touches the disk, so an
     unserialisable object raises ``TypeError`` and leaves ``path`` untouched.
+    ``default`` is ``json.dumps``'s hook for other objects (e.g. ``str``).
     """
-    text = json.dumps(obj, indent=indent, ensure_ascii=False) + "\n"
+    text = json.dumps(obj, indent=indent, ensure_ascii=False, default=default) + "\n"
     return atomic_write_text(path, text, fsync=fsync)
 
 
@@ -123,22 +204,26 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         path: final directory.
         overwrite: replace an existing non-empty ``path``; otherwise
             ``FileExistsError`` is raised before anything is written.
+    Raises:
+        UserError: the folder cannot be written (see :func:`write_errors`).
     """
     path = Path(path)
     if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
         raise FileExistsError(f"{path} already exists and is not empty")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    ensure_dir(path.parent)
+    with write_errors(path):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        yield tmp
-        os.chmod(tmp, DIR_MODE)
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "x")  # move aside (rename into a fresh dir: never clobbers)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        with write_errors(path):
+            yield tmp
+            os.chmod(tmp, DIR_MODE)
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, old / "x")  # move aside (rename into a fresh dir: never clobbers)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
