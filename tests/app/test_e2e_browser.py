@@ -45,9 +45,9 @@ def _free_port() -> int:
 
 def _real_presets():
     """The shipped presets, or None while the real pipeline or its presets are not in the repository."""
-    from vision3d import app as A
+    from vision3d.app.presets import discover_presets, env_presets
 
-    presets = A.discover_presets(extra=A._env_presets())
+    presets = discover_presets(extra=env_presets())
     if not ((REPO / "pipelines" / "sparse_view_splat.yaml").exists() and presets
             and (REPO / "vision3d" / "recon" / "stages.py").exists()):
         return None
@@ -227,6 +227,31 @@ def test_one_photo_shows_the_error(page, server, tmp_path):
     err.wait_for()
     text = page.locator("#v3d-status").inner_text()
     assert "Upload 2 to 4 photos" in text and "you uploaded 1 photo" in text and "Traceback" not in text
+
+
+def test_refused_photos_are_named_on_the_page(page, server, tmp_path):
+    """Two photos of nothing: pose recovery refuses them; the page lists each photo and why, and says what to do."""
+    from PIL import Image
+
+    plain = []
+    for i in range(2):  # "nopose" makes the toy stand-in refuse them too
+        plain.append(tmp_path / f"plain_nopose_{i}.png")
+        Image.new("RGB", (160, 120), (110 + 50 * i,) * 3).save(plain[-1])
+    page.locator("#v3d-photos input[type=file]").set_input_files([str(p) for p in plain])
+    page.wait_for_selector('#v3d-status [data-kind="idle"]:has-text("2 photos ready")')
+    _pick_preset(page, server["smallest"])
+    page.click("#v3d-run")
+    page.wait_for_selector('#v3d-status [data-kind="error"]', timeout=RUN_TIMEOUT_S * 1000)
+    box = page.locator("#v3d-status .v3d-status")
+    assert "Camera poses could not be recovered" in box.locator(".v3d-title").inner_text()
+    items = box.locator("ul.v3d-failed li")
+    assert items.count() == 2
+    for i, p in enumerate(plain):
+        text = items.nth(i).inner_text()
+        assert text.startswith(p.name) and "match" in text, text  # the photo, then why (its match count)
+    assert "transforms.json" in box.locator(".v3d-hint").inner_text()
+    assert "Traceback" not in box.inner_text()
+    assert page.locator("#v3d-run").is_enabled() and not page.locator("#v3d-cancel").is_enabled()
 
 
 def test_cancel_stops_a_running_job(page, server, tmp_path):

@@ -35,10 +35,10 @@ class ToyLoad(Stage):
 
         data = Path(ctx.input("data"))
         imgs = sorted((data / "images").iterdir())
-        bad = [p.name for p in imgs if "nopose" in p.name]
-        if bad:
-            raise UserError(f"could not recover camera poses for photos {', '.join(bad)}: too little overlap; "
-                            "take photos closer together")
+        bad = [p.stem for p in imgs if "nopose" in p.name]
+        if bad:  # worded like the real cameras stage: view names (stems), each with its reason
+            raise UserError(f"could not recover camera poses for {len(bad)} of {len(imgs)} photos: "
+                            + ", ".join(f"{b} (best pair: 3 matches)" for b in bad) + "; take photos closer together")
         if any("needmask" in p.name for p in imgs) and not (data / "masks").is_dir():
             raise UserError("stages.train.hull: the visual-hull constraint needs object masks; set hull: false")
         colors = [np.asarray(Image.open(p).convert("RGB"), np.float32).mean((0, 1)).tolist() for p in imgs]
