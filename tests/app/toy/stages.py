@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
+from vision3d.core.gaussians import SH_C0
 from vision3d.errors import UserError
 from vision3d.pipeline.stage import Stage, StageContext, StageParams, register_stage
 
@@ -74,7 +75,7 @@ class ToySplat(Stage):
         xyz /= np.linalg.norm(xyz, axis=1, keepdims=True)
         cols = np.asarray(views["colors"], np.float32) / 255.0
         c = cols[rng.integers(0, len(cols), n)]
-        f_dc = (c - 0.5) / 0.28209479
+        f_dc = (c - 0.5) / SH_C0
         names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
                  "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
         arr = np.zeros(n, dtype=[(k, "f4") for k in names])

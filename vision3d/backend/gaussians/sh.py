@@ -14,17 +14,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ...core.gaussians import SH_C0, num_sh_bases, rgb_to_sh
 from ...errors import UserError
 
 __all__ = ["SH_C0", "eval_sh_bases", "eval_sh", "sh_to_color", "rgb_to_sh", "num_sh_bases"]
 
-#: The degree-0 basis value 1 / (2 sqrt(pi)).
-SH_C0 = 0.2820947917738781
-
-
-def num_sh_bases(degree: int) -> int:
-    """Number of SH coefficients used by ``degree``: ``(degree + 1) ** 2``."""
-    return (degree + 1) ** 2
+# SH_C0 (the degree-0 basis value 1 / (2 sqrt(pi))), num_sh_bases and rgb_to_sh are the
+# Gaussians' colour convention, defined once with the data type in vision3d.core.gaussians and
+# re-exported here: the backend imports core, never the reverse (docs/ARCHITECTURE.md, Layers).
 
 
 def eval_sh_bases(degree: int, dirs: Tensor) -> Tensor:
@@ -110,15 +107,3 @@ def sh_to_color(degree: int, dirs: Tensor, coeffs: Tensor) -> Tensor:
         ``[..., D]`` colours, ``>= 0`` (not clamped above).
     """
     return torch.clamp_min(eval_sh(degree, dirs, coeffs) + 0.5, 0.0)
-
-
-def rgb_to_sh(rgb: Tensor) -> Tensor:
-    """Degree-0 (DC) coefficients that render as ``rgb``: ``(rgb - 0.5) / SH_C0``.
-
-    Args:
-        rgb: colours in [0, 1], ``[..., D]``.
-
-    Returns:
-        ``[..., D]`` DC coefficients (put them at index 0 of the ``K`` axis).
-    """
-    return (rgb - 0.5) / SH_C0
