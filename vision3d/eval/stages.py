@@ -4,7 +4,7 @@
 metrics, not in vision3d.recon, because methods do not import metrics; like every
 ``stages`` module it is glue between the metrics and the pipeline runner. It reads the
 run's artifacts with the readers of the module that writes them
-(:func:`vision3d.recon.views.read_view_folder`, :func:`vision3d.recon.stages.read_cameras`)
+(:func:`vision3d.recon.views.read_view_folder`, :func:`vision3d.io.cameras_json.read_cameras_json`)
 plus ``renders/{train,test}/<name>.png`` and ``depth/{train,test}/<name>.npz`` (``depth``, ``alpha``).
 """
 
@@ -22,7 +22,7 @@ from vision3d.core.cameras import Cameras
 from vision3d.errors import UserError
 from vision3d.eval.views import view_metrics
 from vision3d.pipeline.stage import Stage, StageContext, StageParams, register_stage
-from vision3d.recon.stages import read_cameras
+from vision3d.io.cameras_json import read_cameras_json as read_cameras
 from vision3d.recon.views import ViewFolder, read_view_folder
 from vision3d.utils.threads import cpu_threads
 
