@@ -7,8 +7,8 @@ from vision3d.depth.candidates import (
     CAND_FEATURES, CONTEXT_FEATURES, N_CANDIDATES, FillScorer, _directional_nearest, candidate_features,
     gate_pixels, scored_fill,
 )
-from vision3d.depth.classical import complete_classical
-from vision3d.depth.learned import GradNet, load_checkpoint, near_far_fills, save_checkpoint
+from vision3d.depth.classical import complete_classical, near_far_fills
+from vision3d.depth.learned import GradNet, load_checkpoint, save_checkpoint
 from vision3d.depth.sparse_patterns import sample_sparse
 from vision3d.errors import UserError
 

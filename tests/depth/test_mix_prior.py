@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from vision3d.depth.learned import GradNet, _grads_from, load_checkpoint, make_inputs, near_far_fills, predict, \
-    save_checkpoint
+from vision3d.depth.classical import near_far_fills
+from vision3d.depth.learned import GradNet, _grads_from, load_checkpoint, make_inputs, predict, save_checkpoint
 from vision3d.depth.train import gradient_nll, init_from, reset_confidences
 
 

@@ -24,7 +24,8 @@ fill is scale-invariant and works across sparsity patterns. Only pixels whose
 nearby samples and classical fill disagree (:func:`log_spread` above
 :data:`GATE`) are scored: elsewhere every candidate equals the classical fill
 to within 1 %, and skipping those pixels saves 16-44 % of the work. The fill is the prior and initial guess of the gradient-integration
-solve (:class:`vision3d.depth.learned.LearnedCompleter`).
+solve (:class:`vision3d.depth.learned.LearnedCompleter`, which imports this module; this
+module imports only :mod:`vision3d.depth.classical`).
 
 Public API: :class:`FillScorer`, :class:`Candidates`, :func:`candidate_features`,
 :func:`scored_fill`, :func:`gate_pixels`, :func:`log_spread`.
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from vision3d.depth.classical import estimate_spacing, near_far_fills
 from vision3d.errors import UserError
 
 N_NEAREST = 4  # Euclidean nearest samples among the candidates
@@ -99,7 +101,7 @@ def log_spread(fill: np.ndarray, near: np.ndarray, far: np.ndarray) -> np.ndarra
 
     Args:
         fill: [H, W] classical fill. near, far: [H, W] near / far fills
-            (:func:`vision3d.depth.learned.near_far_fills`).
+            (:func:`vision3d.depth.classical.near_far_fills`).
     """
     return np.log(np.maximum(far, fill) / np.minimum(near, fill))
 
@@ -124,15 +126,13 @@ def candidate_features(rgb: np.ndarray, sparse: np.ndarray, fill: np.ndarray, ne
         rgb: [H, W, 3] float32 image in [0, 1].
         sparse: [H, W] float32 sparse depth (> 0 = sample; any unit).
         fill: [H, W] float32 classical fill (> 0), unit of ``sparse``.
-        near, far: [H, W] near / far fills (:func:`vision3d.depth.learned.near_far_fills`).
+        near, far: [H, W] near / far fills (:func:`vision3d.depth.classical.near_far_fills`).
         pixels: [N] int64 flat indices of the pixels to describe.
     Returns:
         :class:`Candidates` of the N pixels.
     """
     import cv2
     from scipy.spatial import cKDTree
-
-    from vision3d.depth.classical import estimate_spacing
 
     H, W = sparse.shape
     valid = sparse > 0
@@ -237,8 +237,6 @@ def scored_fill(scorer: FillScorer, rgb: np.ndarray, sparse: np.ndarray, fill: n
     Returns:
         [H, W] float32 dense depth, unit of ``sparse``; equal to ``fill`` where the gate is closed.
     """
-    from vision3d.depth.learned import near_far_fills
-
     if near is None or far is None:
         near, far = near_far_fills(sparse)
     pix = gate_pixels(sparse, fill, near, far)

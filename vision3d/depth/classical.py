@@ -42,7 +42,9 @@ Every step is scale-equivariant (depth is normalised by its maximum first), so
 metric and up-to-scale inputs work alike: ``complete(c * s) == c * complete(s)``.
 
 :func:`complete_nearest` is the nearest-neighbour baseline (Euclidean distance
-transform).
+transform). :func:`near_far_fills` gives each pixel the nearest and the farthest
+sample around it (inputs of the learned model and its candidate fill, which import
+this module; it imports neither).
 
 OpenCV is used when installed (about 10x faster than scipy.ndimage, which is
 the fallback).
@@ -405,3 +407,55 @@ def complete_nearest(sparse: np.ndarray, rgb: np.ndarray | None = None) -> np.nd
         raise UserError("sparse depth has no valid (> 0) value; cannot complete an empty depth map")
     idx = ndi.distance_transform_edt(~valid, return_distances=False, return_indices=True)
     return sparse[idx[0], idx[1]]
+
+
+# ----------------------------------------------------------------------------- near / far fills
+
+NEAR_FAR_SCALE = 2.0  # near/far fill window, in sample spacings
+
+
+def near_far_fills(sparse: np.ndarray, scale: float = NEAR_FAR_SCALE) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel minimum ("near") and maximum ("far") of the sparse samples in a window.
+
+    The window is ``scale`` x the sample spacing (:func:`estimate_spacing`,
+    at most 64 px) wide; pixels with no sample in it take the values of a window
+    twice as large, and so on (then nearest sample). Near an occlusion edge the
+    two fills hold the foreground and the background depth.
+
+    Args:
+        sparse: [H,W] float sparse depth (> 0 = sample, any unit), at least one sample.
+    Returns:
+        (near [H,W], far [H,W]) float32, same unit, near <= far, both > 0.
+    """
+    sparse = np.asarray(sparse, np.float32)
+    valid = sparse > 0
+    if not valid.any():
+        raise UserError("sparse depth has no valid sample (all values <= 0)")
+    big = np.float32(np.float32(sparse.max()) * 4 + 1)
+    lo = np.where(valid, sparse, big).astype(np.float32)
+    hi = np.where(valid, sparse, 0).astype(np.float32)
+    near, far = np.full_like(lo, big), np.zeros_like(hi)
+    k = _odd(scale * min(estimate_spacing(valid), 64.0))
+    for _ in range(8):
+        empty = far <= 0
+        if not empty.any():
+            break
+        if _HAVE_CV2:  # else scipy (slower, same result)
+            ker = np.ones((k, k), np.uint8)
+            n2 = cv2.erode(lo, ker, borderType=cv2.BORDER_CONSTANT, borderValue=float(big))
+            f2 = cv2.dilate(hi, ker, borderType=cv2.BORDER_CONSTANT, borderValue=0.0)
+        else:
+            from scipy import ndimage as ndi
+
+            n2 = ndi.minimum_filter(lo, size=k, mode="constant", cval=float(big))
+            f2 = ndi.maximum_filter(hi, size=k, mode="constant", cval=0.0)
+        near[empty], far[empty] = n2[empty], f2[empty]
+        k = _odd(2 * k)
+    empty = far <= 0
+    if empty.any():
+        from scipy import ndimage as ndi
+
+        idx = ndi.distance_transform_edt(~valid, return_distances=False, return_indices=True)
+        nn_fill = sparse[idx[0], idx[1]]
+        near[empty], far[empty] = nn_fill[empty], nn_fill[empty]
+    return near, far

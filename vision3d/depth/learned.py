@@ -29,7 +29,8 @@ scales; version-1 checkpoints still load, with the v1 values of those keys.
 
 Version 3 adds the *near/far mixture prior* (``GradNet(mix=True)``, 10 inputs):
 two more inputs, the log of the per-pixel minimum ("near") and maximum ("far")
-of the sparse samples within about two sample spacings (:func:`near_far_fills`),
+of the sparse samples within about two sample spacings
+(:func:`vision3d.depth.classical.near_far_fills`),
 and two more level-0 outputs, logits that blend near fill, classical fill and
 far fill into the base of the prior. Which side of an occlusion edge a pixel
 lies on becomes a per-pixel choice between the nearer and the farther
@@ -46,7 +47,8 @@ version 3.
 
 Public API: :class:`GradNet`, :func:`predict`, :func:`integrate_depth`, :class:`LearnedCompleter`,
 :func:`save_checkpoint`, :func:`load_checkpoint`, :func:`default_checkpoint_path`,
-:func:`near_far_fills`, :func:`mix_logits`.
+:func:`mix_logits`. Imports go one way: this module uses :mod:`vision3d.depth.candidates`
+and :mod:`vision3d.depth.classical`, neither imports it.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vision3d.depth.classical import near_far_fills
 from vision3d.errors import UserError
 
 ARCH = "v3d-gradnet"
@@ -69,7 +72,6 @@ PRIOR_SCALE = 0.1  # network units -> log-depth residual of the prior
 PRIOR_BETA = 0.01  # prior confidence at a zero network output
 LOGW_BOUND = 7.0  # |log confidence| bound of the soft (tanh) mapping
 MIX_OFFSET = 2.0  # near/far mixture logits start this far below the classical fill's (weight ~11 % each)
-NEAR_FAR_SCALE = 2.0  # near/far fill window, in sample spacings
 
 
 # ----------------------------------------------------------------------------- integration
@@ -436,65 +438,6 @@ def _nearest_channels(sparse: np.ndarray, valid: np.ndarray, log_scale: float):
     dist, idx = ndi.distance_transform_edt(~valid, return_distances=True, return_indices=True)
     nn_log = np.log(sparse[idx[0], idx[1]]) - log_scale
     return nn_log[None].astype(np.float32), (np.log1p(dist) / 4.0)[None].astype(np.float32)
-
-
-def _odd(x: float) -> int:
-    k = int(round(x))
-    return max(3, k + (k % 2 == 0))
-
-
-def near_far_fills(sparse: np.ndarray, scale: float = NEAR_FAR_SCALE) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel minimum ("near") and maximum ("far") of the sparse samples in a window.
-
-    The window is ``scale`` x the sample spacing (:func:`~vision3d.depth.classical.estimate_spacing`,
-    at most 64 px) wide; pixels with no sample in it take the values of a window
-    twice as large, and so on (then nearest sample). Near an occlusion edge the
-    two fills hold the foreground and the background depth.
-
-    Args:
-        sparse: [H,W] float sparse depth (> 0 = sample, any unit), at least one sample.
-    Returns:
-        (near [H,W], far [H,W]) float32, same unit, near <= far, both > 0.
-    """
-    from vision3d.depth.classical import estimate_spacing
-
-    try:
-        import cv2
-    except ImportError:  # scipy fallback (slower, same result)
-        cv2 = None
-
-    sparse = np.asarray(sparse, np.float32)
-    valid = sparse > 0
-    if not valid.any():
-        raise UserError("sparse depth has no valid sample (all values <= 0)")
-    big = np.float32(np.float32(sparse.max()) * 4 + 1)
-    lo = np.where(valid, sparse, big).astype(np.float32)
-    hi = np.where(valid, sparse, 0).astype(np.float32)
-    near, far = np.full_like(lo, big), np.zeros_like(hi)
-    k = _odd(scale * min(estimate_spacing(valid), 64.0))
-    for _ in range(8):
-        empty = far <= 0
-        if not empty.any():
-            break
-        if cv2 is not None:
-            ker = np.ones((k, k), np.uint8)
-            n2 = cv2.erode(lo, ker, borderType=cv2.BORDER_CONSTANT, borderValue=float(big))
-            f2 = cv2.dilate(hi, ker, borderType=cv2.BORDER_CONSTANT, borderValue=0.0)
-        else:
-            from scipy import ndimage as ndi
-
-            n2 = ndi.minimum_filter(lo, size=k, mode="constant", cval=float(big))
-            f2 = ndi.maximum_filter(hi, size=k, mode="constant", cval=0.0)
-        near[empty], far[empty] = n2[empty], f2[empty]
-        k = _odd(2 * k)
-    empty = far <= 0
-    if empty.any():
-        from scipy import ndimage as ndi
-
-        idx = ndi.distance_transform_edt(~valid, return_distances=False, return_indices=True)
-        nn_fill = sparse[idx[0], idx[1]]
-        near[empty], far[empty] = nn_fill[empty], nn_fill[empty]
-    return near, far
 
 
 class LearnedCompleter:

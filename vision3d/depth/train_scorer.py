@@ -36,8 +36,7 @@ def frame_samples(rgb: np.ndarray, gt: np.ndarray, sparse: np.ndarray, n_pixels:
         weight [n] so that sum(weight * ((blend - target) * scale)^2) estimates the
         frame's mean squared error over its ground-truth pixels), or None.
     """
-    from vision3d.depth.classical import complete_classical
-    from vision3d.depth.learned import near_far_fills
+    from vision3d.depth.classical import complete_classical, near_far_fills
 
     valid = sparse > 0
     if valid.sum() < 8:
