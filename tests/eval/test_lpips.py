@@ -48,6 +48,15 @@ def _load_pairs() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 PAIRS = _load_pairs()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    # one torch thread when other processes share the CPU (VGG16 is 3-10x slower on 2 contended threads)
+    from vision3d.utils.threads import cpu_threads
+
+    with cpu_threads("cpu"):
+        yield
+
+
 @pytest.fixture(scope="module")
 def ours():
     """Our distance of every reference pair, per backbone (computed once: VGG16 is the slow part)."""
