@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vision3d.depth.learned import GradNet, MIX_OFFSET, mix_logits
-from vision3d.depth.train import build_parser, keep_outputs_loss, mix_target_loss
+from vision3d.depth.train import keep_outputs_loss, mix_target_loss, parse_args
 
 
 def _edge_case():
@@ -92,7 +92,8 @@ def test_keep_outputs_loss_ignores_only_the_mix_logits():
 
 
 def test_flags_parse():
-    a = build_parser().parse_args(["--out", "x.pt", "--mix-ce-weight", "0.5", "--mix-only", "--mix-tau", "0.1"])
+    a = parse_args(["--out", "x.pt", "--prior", "--mix", "--in-channels", "10", "--init", "a.pt",
+                    "--mix-ce-weight", "0.5", "--mix-only", "--mix-tau", "0.1"])
     assert a.mix_ce_weight == 0.5 and a.mix_only and a.mix_tau == 0.1 and a.keep_weight == 10.0
 
 
@@ -111,7 +112,7 @@ def test_train_with_the_mix_target_from_a_cache(tmp_path, extra):
     net = GradNet(widths=(8, 8, 8), levels=2, prior=True, in_channels=10, soft=True, mix=True)
     save_checkpoint(init, net, meta={"nll_log_scales": [1.5, 1.4]})
     out = tmp_path / "m.pt"
-    meta = train(build_parser().parse_args([
+    meta = train(parse_args([
         "--out", str(out), "--frames", "2", "--width", "128", "--height", "64", "--cache", str(cache),
         "--crop", "32", "64", "--steps", "2", "--batch", "2", "--widths", "8", "8", "8", "--levels", "2",
         "--cg-iters", "5", "--prior", "--mix", "--in-channels", "10", "--init", str(init),

@@ -40,11 +40,14 @@ is trained afterwards, per pixel, with :mod:`vision3d.depth.train_scorer`
 
 The learning rate warms up and then decays (cosine) over the larger of the
 step and the ``--wall-limit`` progress, so a time-limited run ends annealed.
+
+Every setting is a field of :class:`vision3d.depth.train_config.TrainConfig`, the
+one schema the command line (one flag per field), :func:`train` and the
+checkpoint's metadata read.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
@@ -59,7 +62,10 @@ from vision3d.depth.learned import (
     GradNet, _grad_pair, _pool, integrate_depth, make_inputs, mix_logits, predict, save_checkpoint,
 )
 from vision3d.depth.sparse_patterns import sample_sparse
+from vision3d.depth.train_config import TrainConfig, parse_config
 from vision3d.io.torch_files import load_torch_file
+
+PROG = "python -m vision3d.depth.train"
 
 
 def random_sparse(frame_depth: np.ndarray, rgb: np.ndarray, K: np.ndarray, rng: np.random.Generator):
@@ -282,32 +288,32 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _batches(pool, args, crop):
+def _batches(pool, cfg: TrainConfig, crop):
     """Endless training batches: DataLoader workers when ``--workers`` > 0, else in-process."""
-    if args.workers > 0:
-        ds = CropStream(pool, args.batch, crop, args.seed, args.in_channels)
-        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=args.workers,
+    if cfg.workers > 0:
+        ds = CropStream(pool, cfg.batch, crop, cfg.seed, cfg.in_channels)
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=cfg.workers,
                                              pin_memory=torch.cuda.is_available(), prefetch_factor=4,
                                              persistent_workers=True)
         yield from loader
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(cfg.seed)
     while True:
-        yield make_batch(pool, args.batch, crop, rng, args.in_channels)
+        yield make_batch(pool, cfg.batch, crop, rng, cfg.in_channels)
 
 
-def _lr(args, step: int, elapsed: float) -> float:
+def _lr(cfg: TrainConfig, step: int, elapsed: float) -> float:
     """Linear warm-up (5 %), then cosine decay to 0 over the run's progress.
 
     Progress is the larger of steps done and wall time used (``--wall-limit``), so
     a run cut short by its time budget still ends with the learning rate annealed.
     """
-    p = (step + 1) / args.steps
-    if args.wall_limit:
-        p = max(p, elapsed / args.wall_limit)
+    p = (step + 1) / cfg.steps
+    if cfg.wall_limit:
+        p = max(p, elapsed / cfg.wall_limit)
     p = min(p, 1.0)
     if p < 0.05:
-        return args.lr * p / 0.05
-    return 0.5 * args.lr * (1 + math.cos(math.pi * (p - 0.05) / 0.95))
+        return cfg.lr * p / 0.05
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * (p - 0.05) / 0.95))
 
 
 def init_from(net: GradNet, path: str, reset_prior: bool = False) -> list[str]:
@@ -361,109 +367,111 @@ def reset_confidences(net: GradNet) -> None:
         h.bias[2:4].zero_()
 
 
-def train(args) -> dict:
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    dev = _device(args.device)
+def train(cfg: TrainConfig) -> dict:
+    """Train a :class:`~vision3d.depth.learned.GradNet` as ``cfg`` says and save it to ``cfg.out``.
+
+    Returns:
+        the checkpoint's metadata (steps, timings, the settings that shaped it, validation RMSE
+        when ``cfg.val`` is set).
+    """
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    dev = _device(cfg.device)
     t0 = time.time()
-    pool = render_pool(args.frames, args.width, args.height, cache=args.cache)
+    pool = render_pool(cfg.frames, cfg.width, cfg.height, cache=cfg.cache)
     t_render = time.time() - t0
     print(f"rendered/loaded {len(pool[1])} training frames in {t_render:.0f}s; device {dev}", flush=True)
-    net = GradNet(widths=tuple(args.widths), levels=args.levels, prior=args.prior, in_channels=args.in_channels,
-                  soft=args.soft, prior_scale=args.prior_scale, prior_beta=args.prior_beta, mix=args.mix)
-    if args.init:
-        adapted = init_from(net, args.init, reset_prior=args.reset_prior)
+    net = GradNet(widths=tuple(cfg.widths), levels=cfg.levels, prior=cfg.prior, in_channels=cfg.in_channels,
+                  soft=cfg.soft, prior_scale=cfg.prior_scale, prior_beta=cfg.prior_beta, mix=cfg.mix)
+    if cfg.init:
+        adapted = init_from(net, cfg.init, reset_prior=cfg.reset_prior)
         if adapted:
-            print(f"warm start from {args.init}: zero-extended {', '.join(adapted)}", flush=True)
+            print(f"warm start from {cfg.init}: zero-extended {', '.join(adapted)}", flush=True)
     net = net.to(dev)
-    crop = tuple(args.crop)
-    batches = _batches(pool, args, crop)
-    if args.reset_conf:
+    crop = tuple(cfg.crop)
+    batches = _batches(pool, cfg, crop)
+    if cfg.reset_conf:
         reset_confidences(net)
-    if args.mix_ce_weight > 0 and not net.mix:
-        raise SystemExit("--mix-ce-weight needs a mix model (--prior --mix --in-channels 10)")
     ref_net = None
-    if args.mix_only:
-        if not args.init or args.mix_ce_weight <= 0:
-            raise SystemExit("--mix-only needs --init (the reference outputs) and --mix-ce-weight > 0")
+    if cfg.mix_only:  # TrainConfig made sure of --init and --mix-ce-weight > 0
         import copy
 
         ref_net = copy.deepcopy(net).eval()
         for p_ in ref_net.parameters():
             p_.requires_grad_(False)
     # Per-level scale of the confidences inside the gradient NLL only (see gradient_nll).
-    nll_scales = torch.zeros(args.levels, device=dev, requires_grad=True) if args.nll_scale else None
+    nll_scales = torch.zeros(cfg.levels, device=dev, requires_grad=True) if cfg.nll_scale else None
     init_scales = None
-    if args.init:  # a warm start continues from the NLL scales its checkpoint ended with (meta, if recorded)
-        init_scales = load_torch_file(args.init, "warm-start checkpoint").get("meta", {}).get("nll_log_scales")
-    if nll_scales is not None and init_scales and len(init_scales) == args.levels:
+    if cfg.init:  # a warm start continues from the NLL scales its checkpoint ended with (meta, if recorded)
+        init_scales = load_torch_file(cfg.init, "warm-start checkpoint").get("meta", {}).get("nll_log_scales")
+    if nll_scales is not None and init_scales and len(init_scales) == cfg.levels:
         with torch.no_grad():
             nll_scales.copy_(torch.tensor(init_scales, dtype=torch.float32))
     params = list(net.parameters()) + ([nll_scales] if nll_scales is not None else [])
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     t1, c1 = time.time(), time.process_time()
     hist = []
     step = -1
     t_wait = 0.0
-    for step in range(args.steps):
+    for step in range(cfg.steps):
         tw = time.time()
         inp, x0, anchors, mask, gt_log, gt_valid = (t.to(dev, non_blocking=True) for t in next(batches))
         t_wait += time.time() - tw
         outs = net(inp)
         l_mix = inp.new_zeros(())
-        if args.mix_ce_weight > 0:
+        if cfg.mix_ce_weight > 0:
             fills = torch.cat([inp[:, 8:9], x0, inp[:, 9:10]], 1)
-            l_mix = mix_target_loss(mix_logits(outs[0]), fills, gt_log, gt_valid, args.mix_tau)
+            l_mix = mix_target_loss(mix_logits(outs[0]), fills, gt_log, gt_valid, cfg.mix_tau)
         with torch.no_grad():
             b_depth, b_lin = depth_losses(x0, gt_log, gt_valid)
-        if args.mix_only:  # no solve: the blend's direct target, the other outputs held to the reference's
+        if cfg.mix_only:  # no solve: the blend's direct target, the other outputs held to the reference's
             with torch.no_grad():
                 ref_outs = ref_net(inp)
             l_keep = keep_outputs_loss(outs, ref_outs)
-            loss = args.mix_ce_weight * l_mix + args.keep_weight * l_keep
+            loss = cfg.mix_ce_weight * l_mix + cfg.keep_weight * l_keep
             l_depth, l_lin, l_grad = l_keep, l_mix, l_keep  # logged as "keep" / "mix-CE"
         else:
-            grads, prior, beta = predict(net, inp, x0, args.beta, outs=outs)
-            x = integrate_depth(grads, anchors, mask, x0, alpha=args.alpha, beta=beta, prior=prior,
-                                iters=args.cg_iters)
+            grads, prior, beta = predict(net, inp, x0, cfg.beta, outs=outs)
+            x = integrate_depth(grads, anchors, mask, x0, alpha=cfg.alpha, beta=beta, prior=prior,
+                                iters=cfg.cg_iters)
             l_depth, l_lin = depth_losses(x, gt_log, gt_valid)
             l_grad = gradient_nll(grads, gt_log, gt_valid, nll_scales)
-            loss = l_depth + args.lin_weight * l_lin + args.grad_weight * l_grad + args.mix_ce_weight * l_mix
+            loss = l_depth + cfg.lin_weight * l_lin + cfg.grad_weight * l_grad + cfg.mix_ce_weight * l_mix
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         for g in opt.param_groups:
-            g["lr"] = _lr(args, step, time.time() - t1)
+            g["lr"] = _lr(cfg, step, time.time() - t1)
         opt.step()
         hist.append((l_depth.item(), b_depth.item(), l_lin.item(), b_lin.item()))
-        if ((step + 1) % args.log_every == 0 or step == 0) and args.mix_only:
-            h = np.array(hist[-args.log_every:]).mean(0)
-            print(f"step {step + 1}/{args.steps} mix-CE {h[2]:.4f} keep {h[0]:.5f} {time.time() - t1:.0f}s "
+        if ((step + 1) % cfg.log_every == 0 or step == 0) and cfg.mix_only:
+            h = np.array(hist[-cfg.log_every:]).mean(0)
+            print(f"step {step + 1}/{cfg.steps} mix-CE {h[2]:.4f} keep {h[0]:.5f} {time.time() - t1:.0f}s "
                   f"(waiting for data {t_wait:.0f}s)", flush=True)
-        elif (step + 1) % args.log_every == 0 or step == 0:
-            h = np.array(hist[-args.log_every:]).mean(0)
-            print(f"step {step + 1}/{args.steps} log-L1 {h[0]:.4f} (classical {h[1]:.4f}) rel-RMSE {h[2]:.4f} "
+        elif (step + 1) % cfg.log_every == 0 or step == 0:
+            h = np.array(hist[-cfg.log_every:]).mean(0)
+            print(f"step {step + 1}/{cfg.steps} log-L1 {h[0]:.4f} (classical {h[1]:.4f}) rel-RMSE {h[2]:.4f} "
                   f"(classical {h[3]:.4f}) grad-nll {l_grad.item():.3f} {time.time() - t1:.0f}s "
                   f"(waiting for data {t_wait:.0f}s)", flush=True)
-        if (args.time_limit and time.process_time() - c1 > args.time_limit) or (
-                args.wall_limit and time.time() - t1 > args.wall_limit):
+        if (cfg.time_limit and time.process_time() - c1 > cfg.time_limit) or (
+                cfg.wall_limit and time.time() - t1 > cfg.wall_limit):
             print(f"time limit reached after {step + 1} steps", flush=True)
             break
-    meta = {"steps": step + 1, "frames": args.frames, "crop": list(crop), "batch": args.batch, "lr": args.lr,
+    meta = {"steps": step + 1, "frames": cfg.frames, "crop": list(crop), "batch": cfg.batch, "lr": cfg.lr,
             "device": str(dev), "train_seconds": round(time.time() - t1),
             "train_cpu_seconds": round(time.process_time() - c1), "render_seconds": round(t_render),
-            "seed": args.seed, "widths": list(args.widths), "lin_weight": args.lin_weight,
-            "init": os.path.basename(args.init) if args.init else None, "mix": args.mix,
-            "data_wait_seconds": round(t_wait), "reset_conf": bool(args.reset_conf),
-            "nll_scale": bool(args.nll_scale), "mix_ce_weight": args.mix_ce_weight, "mix_tau": args.mix_tau,
-            "mix_only": bool(args.mix_only), "keep_weight": args.keep_weight,
+            "seed": cfg.seed, "widths": list(cfg.widths), "lin_weight": cfg.lin_weight,
+            "init": os.path.basename(cfg.init) if cfg.init else None, "mix": cfg.mix,
+            "data_wait_seconds": round(t_wait), "reset_conf": bool(cfg.reset_conf),
+            "nll_scale": bool(cfg.nll_scale), "mix_ce_weight": cfg.mix_ce_weight, "mix_tau": cfg.mix_tau,
+            "mix_only": bool(cfg.mix_only), "keep_weight": cfg.keep_weight,
             "nll_log_scales": ([round(float(v), 3) for v in nll_scales.detach().cpu()]
-                               if nll_scales is not None and not args.mix_only else init_scales)}
-    save_checkpoint(args.out, net.cpu(), alpha=args.alpha, beta=args.beta, iters=args.infer_iters, meta=meta)
-    print(f"saved {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB) after {meta['train_seconds']}s wall, "
+                               if nll_scales is not None and not cfg.mix_only else init_scales)}
+    save_checkpoint(cfg.out, net.cpu(), alpha=cfg.alpha, beta=cfg.beta, iters=cfg.infer_iters, meta=meta)
+    print(f"saved {cfg.out} ({os.path.getsize(cfg.out) / 1e6:.2f} MB) after {meta['train_seconds']}s wall, "
           f"{meta['train_cpu_seconds']}s CPU (training loop)", flush=True)
-    if args.val:
-        meta["val"] = validate(args.out, args.val, dev)
+    if cfg.val:
+        meta["val"] = validate(cfg.out, cfg.val, dev)
     return meta
 
 
@@ -499,59 +507,13 @@ def validate(checkpoint: str, val_cache: str, device) -> dict:
     return res
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m vision3d.depth.train", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True, help="checkpoint path to write (.pt)")
-    ap.add_argument("--frames", type=int, default=120, help="training frames to render")
-    ap.add_argument("--width", type=int, default=1216)
-    ap.add_argument("--height", type=int, default=352)
-    ap.add_argument("--cache", default=None, help="optional .npz to cache the rendered frames (see save_pool)")
-    ap.add_argument("--val", default=None, help="optional .npz of validation frames (save_pool format)")
-    ap.add_argument("--steps", type=int, default=1200)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--crop", type=int, nargs=2, default=(96, 192), metavar=("H", "W"))
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--widths", type=int, nargs="+", default=(16, 24, 32, 48))
-    ap.add_argument("--levels", type=int, default=3)
-    ap.add_argument("--prior", action="store_true", help="add a per-pixel log-depth prior head (residual + confidence)")
-    ap.add_argument("--in-channels", type=int, default=8, choices=(6, 8, 10),
-                    help="8 adds the nearest-sample fill and distance-to-sample inputs, 10 also the near/far fills")
-    ap.add_argument("--mix", action="store_true",
-                    help="near/far mixture prior (needs --prior --in-channels 10; see learned.near_far_fills)")
-    ap.add_argument("--prior-scale", type=float, default=0.1, help="prior head: log-depth residual per output unit")
-    ap.add_argument("--prior-beta", type=float, default=0.01, help="prior head: confidence at a zero output")
-    ap.add_argument("--init", default=None, help="warm start from this checkpoint (same architecture)")
-    ap.add_argument("--reset-prior", action="store_true", help="with --init: zero the prior head's outputs")
-    ap.add_argument("--reset-conf", action="store_true",
-                    help="with --init: zero the log-confidence outputs (warm start from saturated confidences)")
-    ap.add_argument("--nll-scale", type=int, default=0, choices=(0, 1),
-                    help="1: the gradient NLL sees the confidences times a trained per-level scale (not saved)")
-    ap.add_argument("--soft", type=int, default=1, choices=(0, 1), help="soft (tanh) confidence bound (1) or v1 clamp (0)")
-    ap.add_argument("--alpha", type=float, default=10.0)
-    ap.add_argument("--beta", type=float, default=1e-3)
-    ap.add_argument("--cg-iters", type=int, default=30)
-    ap.add_argument("--infer-iters", type=int, default=60)
-    ap.add_argument("--grad-weight", type=float, default=0.1)
-    ap.add_argument("--lin-weight", type=float, default=1.0, help="weight of the linear-depth RMSE loss")
-    ap.add_argument("--mix-ce-weight", type=float, default=0.0,
-                    help="weight of the blend's direct per-pixel target (mix_target_loss; mix models only)")
-    ap.add_argument("--mix-tau", type=float, default=0.05, help="mix_target_loss: soft-target log-error scale")
-    ap.add_argument("--mix-only", action="store_true",
-                    help="no solve: train only mix_target_loss + --keep-weight x drift of the other outputs "
-                         "from the --init model (fast fine-tune, e.g. on CPU)")
-    ap.add_argument("--keep-weight", type=float, default=10.0, help="with --mix-only: see keep_outputs_loss")
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    ap.add_argument("--workers", type=int, default=0, help="DataLoader worker processes drawing crops (0: in-process)")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (others share the machine)")
-    ap.add_argument("--time-limit", type=float, default=0, help="stop after this many CPU seconds of training")
-    ap.add_argument("--wall-limit", type=float, default=0, help="stop after this many wall-clock seconds of training")
-    ap.add_argument("--log-every", type=int, default=50)
-    ap.add_argument("--seed", type=int, default=0)
-    return ap
+def parse_args(argv=None) -> TrainConfig:
+    """Command-line flags -> a validated :class:`TrainConfig` (exit code 2 with one line on a bad value)."""
+    return parse_config(TrainConfig, argv, PROG, __doc__.split("\n")[0])
 
 
 def main(argv=None) -> int:
-    train(build_parser().parse_args(argv))
+    train(parse_args(argv))
     return 0
 
 

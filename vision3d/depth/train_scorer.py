@@ -15,17 +15,19 @@ drawn with probability growing with the near/far spread (edges, where the
 error is) and weighted by 1 / probability, so the loss estimates each frame's
 mean squared error of depth over the sparse median: the benchmark's RMSE,
 which the far pixels and the occlusion edges dominate.
+
+Every setting is a field of :class:`vision3d.depth.train_config.ScorerConfig` (one flag each).
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import torch
 
 from vision3d.depth.candidates import FillScorer, candidate_features, gate_pixels, log_spread
+from vision3d.depth.train_config import ScorerConfig, parse_config
 
 
 def frame_samples(rgb: np.ndarray, gt: np.ndarray, sparse: np.ndarray, n_pixels: int, rng: np.random.Generator):
@@ -120,39 +122,36 @@ def fit(samples: dict, hidden: int = 64, epochs: int = 8, batch: int = 8192, lr:
     return scorer.eval(), {"classical": base, "final": final}
 
 
-def main(argv=None) -> int:
+def train_scorer(cfg: ScorerConfig) -> dict:
+    """Fit a scorer on ``cfg.cache`` and write ``cfg.init``'s network plus the scorer to ``cfg.out``.
+
+    Returns:
+        the ``scorer`` record added to the checkpoint's metadata (settings and losses).
+    """
     from vision3d.depth.learned import load_checkpoint, save_checkpoint
     from vision3d.depth.train import load_pool
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cache", required=True, help="training pool .npz (vision3d.depth.train --cache)")
-    ap.add_argument("--init", required=True, help="checkpoint whose gradient network is kept")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--frames", type=int, default=0, help="use the first N frames (0 = all)")
-    ap.add_argument("--patterns-per-frame", type=int, default=2)
-    ap.add_argument("--pixels", type=int, default=6000, help="sampled pixels per frame and pattern")
-    ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    model = load_checkpoint(args.init)
-    pool = load_pool(args.cache)
-    if args.frames:
-        pool = tuple(a[: args.frames] for a in pool)
+    torch.set_num_threads(cfg.threads)
+    model = load_checkpoint(cfg.init)
+    pool = load_pool(cfg.cache)
+    if cfg.frames:
+        pool = tuple(a[: cfg.frames] for a in pool)
     t = time.time()
-    samples = build_samples(pool, args.patterns_per_frame, args.pixels, args.seed)
+    samples = build_samples(pool, cfg.patterns_per_frame, cfg.pixels, cfg.seed)
     print(f"{len(samples['target'])} samples from {samples['frames']} frame patterns in {time.time() - t:.0f}s",
           flush=True)
-    scorer, losses = fit(samples, args.hidden, args.epochs, seed=args.seed)
+    scorer, losses = fit(samples, cfg.hidden, cfg.epochs, seed=cfg.seed)
     meta = dict(model.meta)
-    meta["scorer"] = {"frames": len(pool[0]), "patterns_per_frame": args.patterns_per_frame,
-                      "pixels": args.pixels, "epochs": args.epochs, "seed": args.seed, **losses}
-    save_checkpoint(args.out, model.net, alpha=model.alpha, beta=model.beta, iters=model.iters, meta=meta,
+    meta["scorer"] = {"frames": len(pool[0]), "patterns_per_frame": cfg.patterns_per_frame,
+                      "pixels": cfg.pixels, "epochs": cfg.epochs, "seed": cfg.seed, **losses}
+    save_checkpoint(cfg.out, model.net, alpha=model.alpha, beta=model.beta, iters=model.iters, meta=meta,
                     scorer=scorer)
-    print(f"wrote {args.out}: weighted MSE {losses['final']:.4f} vs classical fill {losses['classical']:.4f}")
+    print(f"wrote {cfg.out}: weighted MSE {losses['final']:.4f} vs classical fill {losses['classical']:.4f}")
+    return meta["scorer"]
+
+
+def main(argv=None) -> int:
+    train_scorer(parse_config(ScorerConfig, argv, "python -m vision3d.depth.train_scorer", __doc__.split("\n")[0]))
     return 0
 
 
