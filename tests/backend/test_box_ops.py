@@ -199,3 +199,75 @@ def test_cuda_tensors_match_cpu():
     np.testing.assert_allclose(gpu.cpu().numpy(), cpu, atol=1e-9)
     keep = B.nms_bev(torch.tensor(a, device="cuda"), torch.tensor(rng.uniform(size=200), device="cuda"), 0.2)
     assert keep.is_cuda
+
+
+# ---------------------------------------------------------------------------- the one box-corner function
+
+
+def test_box_corners_vertex_order_is_the_documented_one():
+    from vision3d.core.boxes import box_corners
+
+    # l = 4 along the heading, w = 2, h = 1, heading +y (yaw 90 deg): front-left is then (-1, +2) from the centre.
+    b = np.array([[10.0, 5.0, -1.0, 4.0, 2.0, 1.0, math.pi / 2]])
+    c = box_corners(b)[0]
+    expect = [(-1, 2, -0.5), (-1, -2, -0.5), (1, -2, -0.5), (1, 2, -0.5), (-1, 2, 0.5), (-1, -2, 0.5), (1, -2, 0.5),
+              (1, 2, 0.5)]
+    np.testing.assert_allclose(c - b[0, :3], expect, atol=1e-12)
+    # bottom face counter-clockwise seen from above: positive signed area
+    xy = c[:4, :2]
+    area = 0.5 * sum(xy[i, 0] * xy[(i + 1) % 4, 1] - xy[(i + 1) % 4, 0] * xy[i, 1] for i in range(4))
+    assert area == pytest.approx(8.0)
+    np.testing.assert_array_equal(box_corners(b[:, [0, 1, 3, 4, 6]])[0], c[:4, :2])  # BEV = corners 0-3
+
+
+def test_box_corners_one_function_for_every_caller():
+    """Boxes3D.corners, box_ops.bev_corners (numpy and torch), the BEV picture and the KITTI writer agree."""
+    from vision3d.core import Boxes3D
+    from vision3d.core.boxes import box_corners
+    from vision3d.io import kitti
+
+    rng = np.random.default_rng(0)
+    b = np.c_[rng.uniform(-40, 40, (30, 3)), rng.uniform(0.5, 5, (30, 3)), rng.uniform(-4, 4, 30)]
+    c = box_corners(b)
+    np.testing.assert_array_equal(Boxes3D(torch.from_numpy(b)).corners().numpy(), c)
+    np.testing.assert_array_equal(B.bev_corners(b), c[:, :4, :2])
+    np.testing.assert_array_equal(B.bev_corners(torch.from_numpy(b)).numpy(), c[:, :4, :2])
+    assert box_corners(torch.from_numpy(b).float()).dtype == torch.float32
+    # KITTI camera-frame boxes: the same corners as the direct camera-frame formula (OpenPCDet's layout).
+    calib = kitti.Calibration(P={"P2": np.eye(3, 4)}, R0_rect=np.eye(3), Tr_velo_to_cam=np.eye(3, 4))
+    loc, dims, ry = kitti.boxes_lidar_to_camera(b, calib)
+    l, h, w = dims[:, 0:1], dims[:, 1:2], dims[:, 2:3]
+    xs = np.array([0.5, 0.5, -0.5, -0.5, 0.5, 0.5, -0.5, -0.5]) * l
+    ys = np.array([0, 0, 0, 0, -1, -1, -1, -1.0]) * h
+    zs = np.array([0.5, -0.5, -0.5, 0.5, 0.5, -0.5, -0.5, 0.5]) * w
+    co, si = np.cos(ry)[:, None], np.sin(ry)[:, None]
+    direct = np.stack([co * xs + si * zs + loc[:, 0:1], ys + loc[:, 1:2], -si * xs + co * zs + loc[:, 2:3]], -1)
+    got = kitti._camera_box_corners(loc, dims, ry)
+    np.testing.assert_allclose(np.sort(got, 1), np.sort(direct, 1), atol=1e-9)
+
+
+def test_one_lidar_ray_caster_matches_brute_force():
+    from vision3d.utils.raycast import beam_directions, ground_ranges, ray_box_intervals
+
+    d = beam_directions(np.deg2rad(np.linspace(2.0, -24.8, 16)), np.linspace(-np.pi, np.pi, 90, endpoint=False))
+    assert d.shape == (16, 90, 3)
+    np.testing.assert_allclose(np.linalg.norm(d, axis=-1), 1.0)
+    t = ground_ranges(d, 1.73, max_range=50.0)
+    down = np.isfinite(t)
+    np.testing.assert_allclose((d[..., 2] * t)[down], -1.73)  # on the plane
+    assert (d[..., 2][~down] > -1.73 / 50.0).all()  # up, or beyond 50 m
+    box = np.array([12.0, 3.0, -0.9, 4.0, 1.8, 1.6, 0.4])
+    rays = d.reshape(-1, 3)
+    t_in, t_out = ray_box_intervals(np.zeros(3), rays, box)
+    hit = (t_in <= t_out) & (t_out > 0)
+    assert 0 < hit.sum() < len(rays)
+    # brute force: sample each ray densely, test the points against the box
+    ts = np.linspace(0, 30, 6001)
+    pts = rays[:, None, :] * ts[None, :, None]
+    c, s = math.cos(box[6]), math.sin(box[6])
+    dx, dy, dz = pts[..., 0] - box[0], pts[..., 1] - box[1], pts[..., 2] - box[2]
+    inside = (np.abs(c * dx + s * dy) <= box[3] / 2) & (np.abs(-s * dx + c * dy) <= box[4] / 2) & \
+        (np.abs(dz) <= box[5] / 2)
+    np.testing.assert_array_equal(inside.any(1), hit)
+    first = ts[inside.argmax(1)]
+    np.testing.assert_allclose(first[hit], t_in[hit], atol=0.01)

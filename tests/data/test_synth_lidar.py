@@ -109,5 +109,5 @@ def test_cli_and_bad_args(tmp_path, capsys):
     with pytest.raises(UserError, match="--azimuth-step"):
         S.synthesize_lidar(tmp_path / "x", 1, 0, azimuth_step=0)
     (tmp_path / "file").write_text("")
-    with pytest.raises(UserError, match="cannot create output folders"):
+    with pytest.raises(UserError, match="is a file, not a folder"):
         S.synthesize_lidar(tmp_path / "file" / "sub", 1, 0)

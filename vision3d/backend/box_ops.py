@@ -29,6 +29,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from vision3d.core.boxes import box_corners
+
 __all__ = [
     "bev_corners",
     "intersection_bev_pairs",
@@ -80,24 +82,16 @@ def _check7(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def _corners5(b: torch.Tensor, origin: torch.Tensor | None = None) -> torch.Tensor:
-    """[P, 5] -> [P, 4, 2] corners, counter-clockwise, optionally minus origin [P, 2]."""
-    x, y, l, w, yaw = b.unbind(-1)
-    l = l.clamp(min=0)
-    w = w.clamp(min=0)
-    sx = torch.tensor([0.5, -0.5, -0.5, 0.5], dtype=b.dtype, device=b.device)
-    sy = torch.tensor([0.5, 0.5, -0.5, -0.5], dtype=b.dtype, device=b.device)
-    dx = l[:, None] * sx
-    dy = w[:, None] * sy
-    c, s = torch.cos(yaw)[:, None], torch.sin(yaw)[:, None]
-    cx, cy = x[:, None], y[:, None]
+    """[P, 5] -> [P, 4, 2] BEV corners (order of :func:`vision3d.core.boxes.box_corners`: counter-clockwise),
+    sizes clamped at 0, optionally about ``origin`` [P, 2] (centred coordinates keep float64 exact)."""
+    b = torch.cat([b[:, :2], b[:, 2:4].clamp(min=0), b[:, 4:]], 1)
     if origin is not None:
-        cx = cx - origin[:, 0:1]
-        cy = cy - origin[:, 1:2]
-    return torch.stack([cx + c * dx - s * dy, cy + s * dx + c * dy], -1)
+        b[:, :2] = b[:, :2] - origin
+    return box_corners(b)
 
 
 def bev_corners(boxes):
-    """Corners of the BEV rectangles.
+    """Corners of the BEV rectangles (:func:`vision3d.core.boxes.box_corners` for any box layout).
 
     Args:
         boxes: [N, 7] (x, y, z, l, w, h, yaw) or [N, 5] (x, y, l, w, yaw).

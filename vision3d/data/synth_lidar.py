@@ -21,8 +21,10 @@ would only hit its wheels); "Pedestrian" a cylinder body with a sphere head;
 KITTI's class means. Every body is created once in a pool and moved per frame
 with ``resetBasePositionAndOrientation``.
 
-Ray casting: only rays whose direction passes near an object's box (angular
-footprint, computed analytically) are sent to ``rayTestBatch`` (batches of
+Ray casting: the beam directions and the flat-ground ranges come from the
+project's analytic ray-caster (:mod:`vision3d.utils.raycast`); only rays whose
+direction passes near an object's box (angular footprint, computed analytically)
+are sent to ``rayTestBatch`` (batches of
 16,000, ``numThreads``); the others hit the ground plane analytically (or
 nothing). That is exact for a flat ground and ~10x faster than casting every
 ray, because pybullet's per-ray Python marshalling dominates.
@@ -42,6 +44,7 @@ Frames are deterministic for a seed (each frame draws from its own
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -51,7 +54,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vision3d.utils.raycast import beam_directions, ground_ranges, ray_box_intervals
+from vision3d.core.boxes import box_corners
 from vision3d.errors import UserError
+from vision3d.io.atomic import atomic_dir, atomic_path, atomic_write_bytes
 
 __all__ = ["KITTI_CALIB", "add_arguments", "main", "synthesize_lidar"]
 
@@ -272,24 +278,18 @@ class _Lidar:
         self.step = 2 * np.pi / self.W
         self.elev = np.deg2rad(np.linspace(elev_top, elev_bottom, n_beams))  # row 0 = top beam
         self.az = -np.pi + (np.arange(self.W) + 0.5) * self.step
-        ce, se = np.cos(self.elev)[:, None], np.sin(self.elev)[:, None]
-        self.dirs = np.stack([ce * np.cos(self.az)[None], ce * np.sin(self.az)[None],
-                              np.broadcast_to(se, (n_beams, self.W))], -1)  # [H, W, 3]
+        self.dirs = beam_directions(self.elev, self.az)  # [H, W, 3]
         self.height = height
         self.max_range = max_range
         self.d_elev = abs(self.elev[1] - self.elev[0]) if n_beams > 1 else 0.01
-        dz = self.dirs[..., 2]
-        with np.errstate(divide="ignore"):
-            t_ground = np.where(dz < -1e-9, height / -dz, np.inf)
-        self.ground_range = np.where(t_ground <= max_range, t_ground, np.inf)  # [H, W] metres
-        self.ground_cos = np.abs(dz)  # incidence on a horizontal plane
+        self.ground_range = ground_ranges(self.dirs, height, max_range)  # [H, W] metres
+        self.ground_cos = np.abs(self.dirs[..., 2])  # incidence on a horizontal plane
 
     def footprint(self, pl: _Placed) -> tuple[np.ndarray, np.ndarray]:
         """Row and column indices whose rays may meet the object's box (conservative)."""
         l, w, h = pl.body.size
         c, s = math.cos(pl.yaw), math.sin(pl.yaw)
-        corners = np.array([[pl.x + c * a - s * b, pl.y + s * a + c * b]
-                            for a, b in ((l / 2, w / 2), (-l / 2, w / 2), (-l / 2, -w / 2), (l / 2, -w / 2))])
+        corners = box_corners(np.array([[pl.x, pl.y, l, w, pl.yaw]]))[0]  # [4, 2] BEV
         # nearest / farthest horizontal distance of the footprint
         lx, ly = c * -pl.x + s * -pl.y, -s * -pl.x + c * -pl.y
         r_min = math.hypot(max(abs(lx) - l / 2, 0.0), max(abs(ly) - w / 2, 0.0))
@@ -309,17 +309,6 @@ class _Lidar:
         return rows, cols
 
 
-def _slab(o_l: np.ndarray, d_l: np.ndarray, half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ray/box entry and exit distances (box-local frame; [N, 3] dirs, [3] origin)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = 1.0 / d_l
-        t1 = (-half - o_l) * inv
-        t2 = (half - o_l) * inv
-    t1 = np.where(np.isnan(t1), -np.inf, t1)
-    t2 = np.where(np.isnan(t2), np.inf, t2)
-    return np.minimum(t1, t2).max(1), np.maximum(t1, t2).min(1)
-
-
 def _scan(world: _World, lidar: _Lidar, placed: list[_Placed], rng, threads: int) -> dict:
     p = world.p
     dirs = lidar.dirs
@@ -337,15 +326,25 @@ def _scan(world: _World, lidar: _Lidar, placed: list[_Placed], rng, threads: int
     if ri.size:
         origin = [0.0, 0.0, lidar.height]
         d = dirs[ri, ci]
-        to = (d * lidar.max_range + np.array(origin)).tolist()
-        res = []
-        fr = [origin] * min(_RAY_BATCH, ri.size)
-        for s in range(0, ri.size, _RAY_BATCH):
-            chunk = to[s:s + _RAY_BATCH]
-            res.extend(p.rayTestBatch(fr[:len(chunk)], chunk, numThreads=threads, physicsClientId=world.cid))
-        uid = np.fromiter((r[0] for r in res), np.int64, len(res))
-        frac = np.fromiter((r[2] for r in res), np.float64, len(res))
-        nrm = np.fromiter((v for r in res for v in r[4]), np.float64, 3 * len(res)).reshape(-1, 3)
+        # pybullet takes and returns Python lists: ~10^6 small objects per frame, none in a cycle.
+        # CPython's cyclic GC would rescan every tracked object (torch's ~10^5 when it is loaded)
+        # each time they overflow a generation: measured 30 % of a frame. Pause it meanwhile.
+        gc_on = gc.isenabled()
+        gc.disable()
+        try:
+            to = (d * lidar.max_range + np.array(origin)).tolist()
+            res = []
+            fr = [origin] * min(_RAY_BATCH, ri.size)
+            for s in range(0, ri.size, _RAY_BATCH):
+                chunk = to[s:s + _RAY_BATCH]
+                res.extend(p.rayTestBatch(fr[:len(chunk)], chunk, numThreads=threads, physicsClientId=world.cid))
+            uid = np.fromiter((r[0] for r in res), np.int64, len(res))
+            frac = np.fromiter((r[2] for r in res), np.float64, len(res))
+            nrm = np.fromiter((v for r in res for v in r[4]), np.float64, 3 * len(res)).reshape(-1, 3)
+            del to, res, fr
+        finally:
+            if gc_on:
+                gc.enable()
         rng_img[ri, ci] = np.where(uid >= 0, frac * lidar.max_range, np.inf)
         hit_uid[ri, ci] = uid
         cos_img[ri, ci] = np.abs((d * nrm).sum(1))
@@ -362,11 +361,9 @@ def _scan(world: _World, lidar: _Lidar, placed: list[_Placed], rng, threads: int
     for pl, (rows, cols) in zip(placed, blocks):
         sub_r, sub_u = rng_img[np.ix_(rows, cols)], hit_uid[np.ix_(rows, cols)]
         dd = dirs[np.ix_(rows, cols)].reshape(-1, 3)
-        c, s = math.cos(pl.yaw), math.sin(pl.yaw)
-        R = np.array([[c, s, 0], [-s, c, 0], [0, 0, 1.0]])  # world -> box local
         l, w, h = pl.body.size
-        o_l = R @ (np.array([0.0, 0.0, lidar.height]) - np.array([pl.x, pl.y, h / 2]))
-        t_in, t_out = _slab(o_l, dd @ R.T, np.array([l / 2, w / 2, h / 2]))
+        box = np.array([pl.x, pl.y, h / 2, l, w, h, pl.yaw])  # ground frame (z = 0 on the ground)
+        t_in, t_out = ray_box_intervals(np.array([0.0, 0.0, lidar.height]), dd, box)
         through = (t_in <= t_out) & (t_out > 0) & (t_in < lidar.max_range)
         u = sub_u.reshape(-1)
         r = sub_r.reshape(-1)
@@ -390,22 +387,14 @@ def _calib_mats():
     return P2, R0 @ V
 
 
-def _box_corners_lidar(b: np.ndarray) -> np.ndarray:
-    x, y, z, l, w, h, yaw = b
-    sx = np.array([1, 1, -1, -1, 1, 1, -1, -1]) * l / 2
-    sy = np.array([1, -1, -1, 1, 1, -1, -1, 1]) * w / 2
-    sz = np.array([-1, -1, -1, -1, 1, 1, 1, 1]) * h / 2
-    c, s = math.cos(yaw), math.sin(yaw)
-    return np.stack([x + c * sx - s * sy, y + s * sx + c * sy, z + sz], 1)
-
-
+# The 12 edges of a box in the vertex order of vision3d.core.boxes.box_corners.
 _EDGES = [(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)]
 
 
 def _project_box(b: np.ndarray, P2: np.ndarray, M: np.ndarray) -> tuple[np.ndarray, float] | None:
     """(clipped 2D box, truncation) of a LiDAR box, or None when not in the image."""
     Hh, Ww = IMAGE_SHAPE
-    cam = _box_corners_lidar(b) @ M[:3, :3].T + M[:3, 3]
+    cam = box_corners(b[None])[0] @ M[:3, :3].T + M[:3, 3]
     near = 0.1
     front = cam[:, 2] > near
     if not front.any():
@@ -460,10 +449,9 @@ def _label_lines(placed: list[_Placed], stats, sensor_h: float) -> tuple[list[st
     return lines, objs
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def _write_file(path: Path, data: bytes) -> None:
+    # Inside the folder atomic_dir is building: no fsync per file, the rename publishes them all.
+    atomic_write_bytes(path, data, fsync=False)
 
 
 def _calib_text() -> str:
@@ -492,19 +480,22 @@ def _write_waymo(path: Path, rows: list[tuple], seed: int) -> None:
         B + "num_top_lidar_points_in_box": pa.array(list(hits), pa.int64()),
         B + "difficulty_level.detection": pa.array([0] * len(rows), pa.int8()),
     })
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(t, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(t, tmp)
 
 
 def synthesize_lidar(out_dir: str | os.PathLike, n_frames: int, seed: int = 0, azimuth_step: float = 0.17, *,
                      val_fraction: float = 0.5, waymo: bool = False, num_threads: int = 0,
                      x_range: tuple[float, float] = (0.0, 70.0), y_range: tuple[float, float] = (-40.0, 40.0),
-                     cars: tuple[int, int] = (5, 15), progress: bool = False) -> dict:
+                     cars: tuple[int, int] = (5, 15), progress: bool = False, overwrite: bool = False) -> dict:
     """Generate ``n_frames`` KITTI-format LiDAR frames (see module docstring for the layout).
 
+    The folder is built next to ``out_dir`` and renamed into place when complete
+    (:func:`vision3d.io.atomic.atomic_dir`), so an interrupted run leaves nothing
+    half-written and an existing folder is only replaced with ``overwrite``.
+
     Args:
-        out_dir: output root (created; existing frames with the same ids are overwritten).
+        out_dir: output root; must be absent or empty unless ``overwrite``.
         n_frames: number of frames (ids 000000 ...).
         seed: scene seed; the same seed gives byte-identical files.
         azimuth_step: horizontal resolution in degrees (0.17 = HDL-64; coarser is faster).
@@ -515,9 +506,14 @@ def synthesize_lidar(out_dir: str | os.PathLike, n_frames: int, seed: int = 0, a
         x_range, y_range: metres, area where labelled objects are placed (LiDAR frame).
         cars: inclusive range of cars per frame.
         progress: print one line per 10 frames.
+        overwrite: replace an existing non-empty ``out_dir`` (all of it).
 
     Returns:
         dict with frames, seconds, frames_per_second, mean points / labelled objects per frame.
+
+    Raises:
+        UserError: bad settings, ``out_dir`` exists and is not empty (without ``overwrite``),
+            or it cannot be written.
     """
     if n_frames < 1:
         raise UserError(f"--frames must be >= 1, got {n_frames}")
@@ -525,13 +521,20 @@ def synthesize_lidar(out_dir: str | os.PathLike, n_frames: int, seed: int = 0, a
         raise UserError(f"--azimuth-step must be within [0.01, 5] degrees, got {azimuth_step}")
     if not 0.0 <= val_fraction <= 1.0:
         raise UserError(f"--val-fraction must be within [0, 1], got {val_fraction}")
-    out = Path(out_dir)
+    final = Path(out_dir)
+    if final.exists() and (not final.is_dir() or any(final.iterdir())) and not overwrite:
+        raise UserError(f"{final}: already exists and is not empty; choose another folder or pass --overwrite")
+    with atomic_dir(final, overwrite=True) as out:
+        return _synthesize(out, n_frames, seed, azimuth_step, val_fraction, waymo, num_threads, x_range, y_range,
+                           cars, progress)
+
+
+def _synthesize(out: Path, n_frames: int, seed: int, azimuth_step: float, val_fraction: float, waymo: bool,
+                num_threads: int, x_range: tuple[float, float], y_range: tuple[float, float], cars: tuple[int, int],
+                progress: bool) -> dict:
     dirs = {k: out / "training" / k for k in ("velodyne", "calib", "label_2")}
-    try:
-        for d in list(dirs.values()) + [out / "ImageSets"] + ([out / "waymo"] if waymo else []):
-            d.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{out}: cannot create output folders ({e.strerror}); choose a writable --out") from None
+    for d in list(dirs.values()) + [out / "ImageSets"] + ([out / "waymo"] if waymo else []):
+        d.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     world = _World(seed)
     lidar = _Lidar(azimuth_step)
@@ -547,9 +550,9 @@ def synthesize_lidar(out_dir: str | os.PathLike, n_frames: int, seed: int = 0, a
             scan = _scan(world, lidar, placed, rng, threads)
             lines, objs = _label_lines(placed, scan["stats"], lidar.height)
             fid = f"{i:06d}"
-            _write_atomic(dirs["velodyne"] / f"{fid}.bin", scan["points"].tobytes())
-            _write_atomic(dirs["calib"] / f"{fid}.txt", calib)
-            _write_atomic(dirs["label_2"] / f"{fid}.txt", "".join(line + "\n" for line in lines).encode())
+            _write_file(dirs["velodyne"] / f"{fid}.bin", scan["points"].tobytes())
+            _write_file(dirs["calib"] / f"{fid}.txt", calib)
+            _write_file(dirs["label_2"] / f"{fid}.txt", "".join(line + "\n" for line in lines).encode())
             n_pts += len(scan["points"])
             n_lab += sum(1 for line in lines if not line.startswith("DontCare"))
             for k, o in enumerate(objs):
@@ -565,14 +568,14 @@ def synthesize_lidar(out_dir: str | os.PathLike, n_frames: int, seed: int = 0, a
     val = sorted(ids[k] for k in perm[:n_val])
     train = sorted(ids[k] for k in perm[n_val:])
     for name, lst in (("train", train), ("val", val), ("trainval", ids)):
-        _write_atomic(out / "ImageSets" / f"{name}.txt", "".join(x + "\n" for x in lst).encode())
+        _write_file(out / "ImageSets" / f"{name}.txt", "".join(x + "\n" for x in lst).encode())
     if waymo:
         _write_waymo(out / "waymo" / "lidar_box.parquet", waymo_rows, seed)
     secs = time.perf_counter() - t0
     stats = {"frames": n_frames, "seconds": round(secs, 3), "frames_per_second": round(n_frames / secs, 3),
              "points_per_frame": round(n_pts / n_frames, 1), "labels_per_frame": round(n_lab / n_frames, 2),
              "azimuth_step_deg": azimuth_step, "seed": seed}
-    _write_atomic(out / "meta.json", json.dumps({**stats, "generator": "vision3d.data.synth_lidar"}, indent=2).encode())
+    _write_file(out / "meta.json", json.dumps({**stats, "generator": "vision3d.data.synth_lidar"}, indent=2).encode())
     return stats
 
 
@@ -586,11 +589,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.5, help="share of frames in ImageSets/val.txt")
     parser.add_argument("--waymo", action="store_true", help="also write waymo/lidar_box.parquet")
     parser.add_argument("--threads", type=int, default=0, help="ray-casting threads (default: all cores)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
 
 def main(args: argparse.Namespace) -> int:
     """Run ``vision3d data synth-lidar``; prints the timing, returns 0."""
     stats = synthesize_lidar(args.out, args.frames, args.seed, args.azimuth_step, val_fraction=args.val_fraction,
-                             waymo=args.waymo, num_threads=args.threads, progress=True)
+                             waymo=args.waymo, num_threads=args.threads, progress=True,
+                             overwrite=args.overwrite)
     print(json.dumps(stats))
     return 0

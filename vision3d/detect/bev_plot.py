@@ -12,19 +12,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from vision3d.core import Boxes3D
+from vision3d.core.boxes import box_corners
 
 GT_COLOUR = (60, 220, 60)
 PRED_COLOUR = (255, 70, 60)
-
-
-def _box_corners_bev(boxes: np.ndarray) -> np.ndarray:
-    """[K, 7] -> [K, 4, 2] BEV corners, front-left, rear-left, rear-right, front-right."""
-    x, y, l, w, yaw = boxes[:, 0], boxes[:, 1], boxes[:, 3], boxes[:, 4], boxes[:, 6]
-    sx = np.array([0.5, -0.5, -0.5, 0.5])
-    sy = np.array([0.5, 0.5, -0.5, -0.5])
-    dx, dy = l[:, None] * sx, w[:, None] * sy
-    c, s = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
-    return np.stack([x[:, None] + c * dx - s * dy, y[:, None] + s * dx + c * dy], -1)
 
 
 def render_bev(points: np.ndarray, pred: Boxes3D | None = None, gt: Boxes3D | None = None,
@@ -64,7 +55,7 @@ def render_bev(points: np.ndarray, pred: Boxes3D | None = None, gt: Boxes3D | No
         if boxes is None or len(boxes) == 0:
             continue
         b = boxes.boxes.detach().cpu().numpy().astype(np.float64)
-        corners = to_px(_box_corners_bev(b))
+        corners = to_px(box_corners(b[:, [0, 1, 3, 4, 6]]))
         for k in range(len(b)):
             poly = [tuple(p) for p in corners[k]]
             draw.polygon(poly, outline=colour)

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vision3d.core.boxes import Boxes3D
+from vision3d.core.boxes import Boxes3D, box_corners
 from vision3d.core.pointcloud import PointCloud
 from vision3d.errors import UserError
 
@@ -414,15 +414,20 @@ def boxes_lidar_to_camera(boxes: np.ndarray, calib: Calibration) -> tuple[np.nda
 
 
 def _camera_box_corners(loc: np.ndarray, dims: np.ndarray, ry: np.ndarray) -> np.ndarray:
-    """[N, 8, 3] corners in the rectified camera frame (bottom face first)."""
-    l, h, w = dims[:, 0:1], dims[:, 1:2], dims[:, 2:3]
-    xs = np.array([0.5, 0.5, -0.5, -0.5, 0.5, 0.5, -0.5, -0.5]) * l
-    ys = np.array([0, 0, 0, 0, -1, -1, -1, -1.0]) * h
-    zs = np.array([0.5, -0.5, -0.5, 0.5, 0.5, -0.5, -0.5, 0.5]) * w
-    c, s = np.cos(ry)[:, None], np.sin(ry)[:, None]
-    x = c * xs + s * zs
-    z = -s * xs + c * zs
-    return np.stack([x + loc[:, 0:1], ys + loc[:, 1:2], z + loc[:, 2:3]], -1)
+    """[N, 8, 3] corners of KITTI camera-frame boxes (rectified camera: x right, y down, z forward).
+
+    A camera box is upright about camera -y, so in the axes (z, -x, -y) -- x forward, y left,
+    z up, a rotation of the camera frame -- it is a :class:`Boxes3D`-style box with yaw
+    ``-ry - pi/2``: its corners come from :func:`vision3d.core.boxes.box_corners` and are
+    rotated back (vertex order as there).
+
+    Args:
+        loc: [N, 3] bottom centres (m); dims: [N, 3] (l, h, w) metres; ry: [N] radians.
+    """
+    l, h, w = dims[:, 0], dims[:, 1], dims[:, 2]
+    up = np.stack([loc[:, 2], -loc[:, 0], -loc[:, 1] + h / 2, l, w, h, -ry - np.pi / 2], 1)
+    c = box_corners(up)
+    return np.stack([-c[..., 1], -c[..., 2], c[..., 0]], -1)
 
 
 def boxes3d_to_anno(boxes: Boxes3D, calib: Calibration,

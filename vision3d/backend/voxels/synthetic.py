@@ -7,12 +7,15 @@ wall that catches every upward ray. Every ray returns, so the scan has exactly
 ``num_beams * num_azimuth`` points, ordered ring by ring as a raw KITTI
 ``.bin`` is. The point density falls with range as on a real scan, which is
 what matters for voxelisation cost (many points in few near voxels, few far).
+The rays are cast with :mod:`vision3d.utils.raycast`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from vision3d.utils.raycast import beam_directions, ground_ranges, ray_box_intervals
 
 
 def _boxes(rng: np.random.Generator) -> np.ndarray:
@@ -55,36 +58,24 @@ def synthetic_kitti_scan(num_beams: int = 64, num_azimuth: int = 1875, seed: int
     rng = np.random.default_rng(seed)
     elev = np.deg2rad(np.linspace(2.0, -24.8, num_beams))
     azim = np.linspace(-np.pi, np.pi, num_azimuth, endpoint=False)
-    el, az = np.meshgrid(elev, azim, indexing="ij")
-    d = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], -1).reshape(-1, 3)
+    d = beam_directions(elev, azim).reshape(-1, 3)
     n = d.shape[0]
 
     # Far cylinder wall (r = 90 m): every ray hits it, so every ray returns.
     t_best = 90.0 / np.maximum(np.linalg.norm(d[:, :2], axis=1), 1e-9)
     refl = np.full(n, 0.15)
     # Ground plane z = -1.73 m with mild roughness.
-    down = d[:, 2] < -1e-6
-    t_ground = np.where(down, -1.73 / np.where(down, d[:, 2], -1.0), np.inf)
+    t_ground = ground_ranges(d, 1.73)
     hit = t_ground < t_best
     t_best = np.where(hit, t_ground, t_best)
     refl = np.where(hit, 0.3, refl)
 
-    for x, y, z, l, w, h, yaw in _boxes(rng):
-        # Slab test in the box frame.
-        c, s = np.cos(-yaw), np.sin(-yaw)
-        o = np.array([-x, -y, -z])
-        o = np.array([c * o[0] - s * o[1], s * o[0] + c * o[1], o[2]])
-        dl = np.stack([c * d[:, 0] - s * d[:, 1], s * d[:, 0] + c * d[:, 1], d[:, 2]], -1)
-        half = np.array([l, w, h]) / 2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inv = 1.0 / dl
-            t0 = (-half - o) * inv
-            t1 = (half - o) * inv
-        tmin = np.nanmax(np.minimum(t0, t1), axis=1)
-        tmax = np.nanmin(np.maximum(t0, t1), axis=1)
+    origin = np.zeros(3)
+    for box in _boxes(rng):
+        tmin, tmax = ray_box_intervals(origin, d, box)
         ok = (tmax >= tmin) & (tmin > 0.5) & (tmin < t_best)
         t_best = np.where(ok, tmin, t_best)
-        refl = np.where(ok, 0.6 if h < 5 else 0.2, refl)
+        refl = np.where(ok, 0.6 if box[5] < 5 else 0.2, refl)
 
     t_best = t_best + rng.normal(0, 0.02, n)  # range noise, ~2 cm
     xyz = d * t_best[:, None]
