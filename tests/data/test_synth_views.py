@@ -3,6 +3,7 @@
 import argparse
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -301,3 +302,40 @@ def test_every_ground_with_the_grid_objects(tmp_path):
                                   scene=scene)
         depth, mask = load_depth_png(out / "depth" / "000.png"), load_mask(out / "masks" / "000.png")
         assert mask.any() and (depth > 0).all()  # the floor fills every pixel at this elevation
+
+
+def _grid():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "sparse_grid.py"
+    spec = importlib.util.spec_from_file_location("sparse_grid", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["sparse_grid"] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_grid(tmp_path):
+    """benchmarks/sparse_grid.py: halves apart, earlier tuning scenes in the tuning half, every case renders."""
+    g = _grid()
+    assert {"duck", "soccerball", "teddy"} <= set(g.TUNING) and not set(g.TUNING) & set(g.REPORTING)
+    assert len(g.TUNING + g.REPORTING) >= 6 and set(g.TUNING + g.REPORTING) <= set(sv.MODELS)
+    assert set(g.GROUNDS.values()) <= set(sv.SCENES) and len(g.GROUNDS) == 3 and len(g.PATTERNS) == 4
+    every = g.cases("all")
+    assert len(every) == len(g.TUNING + g.REPORTING) * 12 and len({c.name for c in every}) == len(every)
+    assert g.cases("tuning") + g.cases("reporting") == every
+    assert all(g.Case.parse(c.name) == c and c.half == ("tuning" if c.object in g.TUNING else "reporting")
+               for c in every)
+    assert [c.name for c in g.cases("tuning", grounds=["plain"], patterns=["4x90"])] == [
+        f"{o}-plain-4x90" for o in g.TUNING]
+    assert g.cases("tuning", objects=[g.REPORTING[0]]) == []
+    with pytest.raises(ValueError, match="unknown ground"):
+        g.cases("all", grounds=["beach"])
+    # a case renders into the cache with its pattern, and is reused while its parameters hold
+    case = g.Case(g.TUNING[0], "checker", "4x90")
+    d = g.scene_dir(case, size=16, cache=tmp_path)
+    meta = json.loads((d / "transforms.json").read_text())["vision3d"]
+    assert meta["n_train"] == 4 and meta["n_test"] == 12 and meta["scene"] == "checker"
+    assert meta["elevations_deg"][:4] == [g.TRAIN_ELEVATION_DEG] * 4
+    stamp = (d / "transforms.json").stat().st_mtime_ns
+    assert g.scene_dir(case, size=16, cache=tmp_path) == d and (d / "transforms.json").stat().st_mtime_ns == stamp
