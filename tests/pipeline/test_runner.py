@@ -15,7 +15,7 @@ from vision3d.pipeline.runner import run_job
 
 def tree(root):
     """{relative path: bytes} of every artifact file (bookkeeping files left out)."""
-    skip = {"manifest.json", "log.txt", ".stage.json", "config.yaml"}
+    skip = {"manifest.json", "log.txt", ".stage.json", "config.yaml", ".digests.json"}
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and p.name not in skip}
 

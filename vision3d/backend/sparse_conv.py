@@ -34,7 +34,14 @@ pass, so layers that share an ``indice_key`` stay consistent. Weights are
 KRSC for every algorithm in spconv 2.3, so nothing is converted. CPU-only
 builds already use the native algorithm and are left alone.
 
-All three patches are applied together, once, by :func:`import_spconv`, which
+Empty inputs (a LiDAR scan with no point in range): spconv 2.3's compute
+kernels (``ops.indice_conv``, ``ops.implicit_gemm`` and their backward passes)
+assert on an empty feature tensor ("tensor must not empty"), although the index
+bookkeeping before them handles zero sites. :func:`import_spconv` wraps those
+four functions so that zero input sites give zero output sites ([0, C_out]
+features) and zero gradients; every other call goes to spconv unchanged.
+
+All four patches are applied together, once, by :func:`import_spconv`, which
 every function and class here calls before touching spconv.
 """
 
@@ -146,8 +153,49 @@ def _patch_cpu_algo() -> None:
     base._conv_forward = _conv_forward
 
 
+def _patch_empty_inputs() -> None:
+    import spconv.pytorch.ops as sp_ops
+
+    if getattr(sp_ops.indice_conv, "_vision3d_patched", False):
+        return
+    conv, conv_bwd = sp_ops.indice_conv, sp_ops.indice_conv_backward
+    gemm, gemm_bwd = sp_ops.implicit_gemm, sp_ops.implicit_gemm_backward
+
+    # Filters are KRSC ([C_out, *kernel, C_in]) for every algorithm in spconv 2.3.
+    def indice_conv(features, filters, indice_pairs, indice_pair_num, num_activate_out, *args, **kwargs):
+        if features.shape[0] == 0 and int(num_activate_out) == 0:
+            return features.new_zeros((0, filters.shape[0]))
+        return conv(features, filters, indice_pairs, indice_pair_num, num_activate_out, *args, **kwargs)
+
+    def indice_conv_backward(features, filters, out_bp, *args, **kwargs):
+        if features.shape[0] == 0 or out_bp.shape[0] == 0:
+            return torch.zeros_like(features), torch.zeros_like(filters)
+        return conv_bwd(features, filters, out_bp, *args, **kwargs)
+
+    def implicit_gemm(features, filters, pair_fwd, pair_mask_fwd_splits, mask_argsort_fwd_splits,
+                      num_activate_out, *args, **kwargs):
+        if features.shape[0] == 0 and int(num_activate_out) == 0:
+            dtype = kwargs.get("output_dtype") or features.dtype
+            return features.new_zeros((0, filters.shape[0]), dtype=dtype), None, 0
+        return gemm(features, filters, pair_fwd, pair_mask_fwd_splits, mask_argsort_fwd_splits,
+                    num_activate_out, *args, **kwargs)
+
+    def implicit_gemm_backward(features, filters, out_bp, *args, **kwargs):
+        if features.shape[0] == 0 or out_bp.shape[0] == 0:
+            return torch.zeros_like(features), torch.zeros_like(filters)
+        return gemm_bwd(features, filters, out_bp, *args, **kwargs)
+
+    for fn, original in ((indice_conv, conv), (indice_conv_backward, conv_bwd), (implicit_gemm, gemm),
+                         (implicit_gemm_backward, gemm_bwd)):
+        fn._vision3d_patched = True  # type: ignore[attr-defined]
+        fn.__wrapped__ = original  # type: ignore[attr-defined]
+    # spconv.pytorch.functional calls them as `ops.<name>`, so rebinding the module attributes suffices.
+    sp_ops.indice_conv, sp_ops.indice_conv_backward = indice_conv, indice_conv_backward
+    sp_ops.implicit_gemm, sp_ops.implicit_gemm_backward = implicit_gemm, implicit_gemm_backward
+
+
 def import_spconv():
-    """Import ``spconv.pytorch`` once, apply the three CPU fixes (module docstring), return it.
+    """Import ``spconv.pytorch`` once, apply the four fixes (module docstring), return it.
 
     Raises:
         UserError: spconv is not installed (the message says how to install it).
@@ -164,6 +212,7 @@ def import_spconv():
             _patch_stream_lookup()
             _patch_scatter_add()
             _patch_cpu_algo()
+            _patch_empty_inputs()
             _spconv = sp
     return _spconv
 

@@ -21,7 +21,7 @@ from vision3d.detect.dataset import DATASET_MANIFEST, find_scans, read_split_ids
 from vision3d.detect.registry import DetectorConfig, parse_detector_config
 from vision3d.detect.train import TrainParams, load_detector, train_detector
 from vision3d.errors import UserError
-from vision3d.pipeline.stage import Stage, StageContext, StageParams, register_stage
+from vision3d.pipeline.stage import InputPath, Stage, StageContext, StageParams, register_stage
 
 
 class DatasetParams(StageParams):
@@ -97,10 +97,10 @@ class DetectTrain(Stage):
 
 
 class InferParams(StageParams):
-    # The "vision3d_path" marker makes the config loader resolve the path against the
-    # job file and check that it exists before any stage runs.
-    checkpoint: str | None = Field(None, description="checkpoint.pt from detect_train (default: the pipeline's "
-                                                     "checkpoint artifact)", json_schema_extra={"vision3d_path": "input"})
+    # InputPath: the config loader resolves it against the job file and checks it exists before
+    # any stage runs; the runner fingerprints its content (a retrained checkpoint re-runs the stage).
+    checkpoint: InputPath | None = Field(None, description="checkpoint.pt from detect_train (default: the "
+                                                           "pipeline's checkpoint artifact)")
     model: SerializeAsAny[DetectorConfig] | None = Field(None, description="override the checkpoint's detector config (must fit its "
                                                            "weights; e.g. to change post-processing)")
     split: str | None = Field("val", description="ImageSets split to run on when the input is a KITTI root "

@@ -254,11 +254,21 @@ class VoxelNet(Detector):
 
     @torch.no_grad()
     def predict(self, out: dict[str, torch.Tensor], batch: dict[str, Any] | None = None) -> list[Boxes3D]:
-        """Decoded, NMS-filtered boxes per sample (LiDAR frame), with class names and scores."""
+        """Decoded, NMS-filtered boxes per sample (LiDAR frame), with class names and scores.
+
+        A sample without a single voxel (an empty scan, or no point inside
+        ``point_cloud_range``) gets no boxes: the head would otherwise report its
+        biases over an all-zero feature map as detections.
+        """
         P = self.config.post
         anchors = self.anchors(out["feature_shape"], out["cls"].device)
         res = decode_predictions(out, anchors, score_thresh=P.score_thresh, nms_pre=P.nms_pre, nms_iou=P.nms_iou,
                                  max_det=P.max_det, dir_offset=self.config.dir_offset,
                                  num_dir_bins=max(self.config.dir_bins, 1))
         names = self.config.classes
-        return [Boxes3D(b.cpu(), [names[i] for i in l.tolist()], s.cpu()) for b, s, l in res]
+        boxes = [Boxes3D(b.cpu(), [names[i] for i in l.tolist()], s.cpu()) for b, s, l in res]
+        if batch is not None and "coords" in batch:
+            voxels = torch.bincount(batch["coords"][:, 0].long().cpu(), minlength=len(boxes))
+            boxes = [b if int(voxels[i]) else Boxes3D(torch.zeros(0, 7), [], torch.zeros(0))
+                     for i, b in enumerate(boxes)]
+        return boxes

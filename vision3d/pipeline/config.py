@@ -33,6 +33,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vision3d.errors import UserError
+from vision3d.io.yaml_files import read_yaml_mapping
+from vision3d.pipeline.fingerprint import input_path_fields
 from vision3d.pipeline.stage import Stage, StageParams, get_stage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,9 +42,11 @@ PIPELINE_DIRS = (REPO_ROOT / "pipelines",)
 
 
 def input_path(default: Any = None, description: str = "", **kw: Any) -> Any:
-    """A parameter holding a path that must exist before the job starts.
+    """A parameter holding a path that must exist before the job starts (the ``Field`` form of
+    :data:`vision3d.pipeline.fingerprint.InputPath`, for fields typed otherwise).
 
-    Relative values are resolved against the job config's directory.
+    Relative values are resolved against the job config's directory, and the
+    runner fingerprints the content of the file or folder (a changed file re-runs the stage).
     """
     return Field(default, description=description, json_schema_extra={"vision3d_path": "input"}, **kw)
 
@@ -148,19 +152,8 @@ def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
 
 
 def load_yaml(path: Path, what: str) -> dict[str, Any]:
-    if not path.exists():
-        raise UserError(f"{what} not found: {path}; check the path")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}:{line} is not valid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
-    return data
+    """A YAML file whose top level is a mapping; one-line UserError otherwise (see :mod:`vision3d.io.yaml_files`)."""
+    return read_yaml_mapping(path, what)
 
 
 def available_pipelines() -> dict[str, Path]:
@@ -271,10 +264,7 @@ def resolve_job(raw: dict[str, Any], source: Path | None = None,
 
 
 def _resolve_paths(params: StageParams, base: Path, prefix: str, source: Path | None) -> None:
-    for name, field in type(params).model_fields.items():
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        if extra.get("vision3d_path") != "input":
-            continue
+    for name in input_path_fields(type(params)):
         val = getattr(params, name)
         if val in (None, ""):
             continue

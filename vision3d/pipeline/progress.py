@@ -1,4 +1,9 @@
-"""Progress reporting for long loops: a rich bar on a terminal, log lines otherwise."""
+"""Progress reporting for long loops: a rich bar on a terminal, log lines otherwise.
+
+It also carries cancellation: a UI sets the ``cancel`` event and the running
+stage stops at its next progress step with :class:`Cancelled`. (Defined here,
+not in the runner, so that imports go one way: runner -> progress.)
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,14 @@ import time
 from typing import Callable, Iterable, Iterator
 
 
+class Cancelled(Exception):
+    """Raised inside a stage's progress loop when the caller asked to stop."""
+
+
 def make_progress(stage_id: str, log: logging.Logger,
                   on_progress: Callable[[str, int, int | None], None] | None,
                   cancel: threading.Event | None, quiet: bool = False):
     """A factory ``(iterable, total, desc) -> iterator`` for :meth:`StageContext.progress`."""
-    from vision3d.pipeline.runner import Cancelled
-
     interactive = sys.stderr.isatty() and not quiet
 
     def factory(iterable: Iterable, total: int | None = None, desc: str = "") -> Iterator:

@@ -12,13 +12,17 @@ Run directory layout::
 A stage writes into ``<out>/.staging/<stage id>/``; only when it returns is that
 directory swapped into place (renames only), so Ctrl-C or an exception never
 leaves a half-written artifact, and the previous complete result survives.
-A stage is skipped when its fingerprint (stage code version, parameters, seed
-and the fingerprints of its inputs) matches the one recorded last time.
+A stage is skipped when its fingerprint (stage code version, parameters, seed,
+the fingerprints of its inputs and the content of every user file it reads; see
+:mod:`vision3d.pipeline.fingerprint`) matches the one recorded last time.
+
+A run directory belongs to one pipeline: the runner refuses to write into a
+folder holding another pipeline's run, or a non-empty folder that is not a run
+directory, unless ``force`` is given (docs/ARCHITECTURE.md, Errors and files).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -35,15 +39,19 @@ import torch
 import yaml
 
 from vision3d.errors import UserError
+from vision3d.io.atomic import atomic_write_json, atomic_write_text, ensure_dir, write_error, write_errors
 from vision3d.pipeline.config import ResolvedJob
-from vision3d.pipeline.progress import make_progress
+from vision3d.pipeline.fingerprint import DIGEST_CACHE, DigestCache, stage_fingerprint
+from vision3d.pipeline.progress import Cancelled, make_progress
 from vision3d.pipeline.stage import StageContext
 
+__all__ = ["Cancelled", "RunResult", "package_versions", "pick_device", "run_job"]
+
 STAGE_RECORD = ".stage.json"
-
-
-class Cancelled(Exception):
-    """Raised inside a stage's progress loop when the caller asked to stop."""
+MANIFEST = "manifest.json"
+# What a run directory holds besides its stage folders; a folder with only log.txt / .staging
+# is one whose first run stopped before writing its manifest.
+_LEFT_BEFORE_MANIFEST = {"log.txt", ".staging"}
 
 
 @dataclass
@@ -76,35 +84,30 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def _fingerprint_path(p: Path) -> str:
-    """Cheap content identity for user data: names, sizes and mtimes of its files."""
-    h = hashlib.sha256()
-    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
-    for f in files:
-        st = f.stat()
-        h.update(f"{f.relative_to(p) if p.is_dir() else f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def _stage_fingerprint(stage, seed: int, input_fps: dict[str, str]) -> str:
-    payload = {
-        "stage": stage.cls.name,
-        "version": stage.cls.version,
-        "params": stage.params.model_dump(mode="json"),
-        "seed": seed,
-        "inputs": input_fps,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _atomic_json(path: Path, obj: Any) -> None:
-    _atomic_text(path, json.dumps(obj, indent=2, default=str))
+    atomic_write_json(path, obj, default=str)
+
+
+def _check_run_dir(run_dir: Path, pipeline: str, force: bool) -> None:
+    """Refuse to write into a folder that is not this pipeline's run directory (unless ``force``)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir}: exists and is a file, not a folder; choose another --out")
+    if not run_dir.is_dir():
+        return
+    entries = {p.name for p in run_dir.iterdir()}
+    if not entries or entries <= _LEFT_BEFORE_MANIFEST or force:
+        return
+    try:
+        manifest = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
+        other = manifest.get("pipeline") if isinstance(manifest, dict) else None
+    except (OSError, ValueError):
+        other = None
+    if other is None:
+        raise UserError(f"{run_dir}: folder is not empty and is not a vision3d run directory (no readable "
+                        f"{MANIFEST}); choose a new or empty --out, or pass --force to write into it anyway")
+    if other != pipeline:
+        raise UserError(f"{run_dir}: holds a run of pipeline {other!r}, not {pipeline!r}; choose another --out, "
+                        "or pass --force to replace its manifest and results")
 
 
 def _setup_logger(run_dir: Path) -> tuple[logging.Logger, logging.Handler]:
@@ -113,7 +116,8 @@ def _setup_logger(run_dir: Path) -> tuple[logging.Logger, logging.Handler]:
     log.propagate = False
     for h in list(log.handlers):
         log.removeHandler(h)
-    fh = logging.FileHandler(run_dir / "log.txt")
+    with write_errors(run_dir / "log.txt"):
+        fh = logging.FileHandler(run_dir / "log.txt")
     fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(fh)
     sh = logging.StreamHandler(sys.stderr)
@@ -136,21 +140,23 @@ def run_job(
     Args:
         out: run directory (overrides the config's ``out``).
         device: ``auto|cpu|cuda`` (overrides the config's ``device``).
-        force: re-run every stage even when its fingerprint is unchanged.
+        force: re-run every stage even when its fingerprint is unchanged, and write into
+            ``out`` even when it holds another pipeline's run or other files.
         on_progress: called as ``(stage_id, step, total)`` from long loops (for UIs).
         cancel: when set, the running stage stops at its next progress step
             (raising :class:`Cancelled`); nothing of that stage is kept.
     """
     run_dir = Path(out or job.job.out or Path("runs") / (job.source.stem if job.source else job.pipeline.name))
     run_dir = run_dir.resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_run_dir(run_dir, job.pipeline.name, force)
     dev = pick_device(device or job.job.device)
+    ensure_dir(run_dir)
     log, fh = _setup_logger(run_dir)
     if quiet:
         log.handlers = [fh]
     torch.manual_seed(job.job.seed)
 
-    manifest_path = run_dir / "manifest.json"
+    manifest_path = run_dir / MANIFEST
     manifest: dict[str, Any] = {
         "vision3d": "run manifest v1",
         "pipeline": job.pipeline.name,
@@ -163,23 +169,31 @@ def run_job(
         "status": "running",
         "stages": {},
     }
-    _atomic_json(manifest_path, manifest)
-    _atomic_text(run_dir / "config.yaml", yaml.safe_dump(job.as_dict(), sort_keys=False))
+    try:
+        _atomic_json(manifest_path, manifest)
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(job.as_dict(), sort_keys=False))
+    except BaseException:
+        log.removeHandler(fh)
+        fh.close()
+        raise
 
+    digests = DigestCache(run_dir / DIGEST_CACHE)
     artifacts: dict[str, Path] = {}
     fps: dict[str, str] = {}
     if job.job.data is not None:
         artifacts["data"] = job.job.data
-        fps["data"] = _fingerprint_path(job.job.data)
     metrics: dict[str, dict[str, Any]] = {}
     skipped: list[str] = []
     staging_root = run_dir / ".staging"
     log.info(f"vision3d: running pipeline {job.pipeline.name} on {dev} -> {run_dir}")
     try:
         for stage in job.stages:
+            if "data" in stage.inputs.values() and "data" in artifacts and "data" not in fps:
+                fps["data"] = digests.path_digest(job.job.data)  # hashed once, and only when a stage reads it
             inputs = {name: artifacts[art] for name, art in stage.inputs.items() if art in artifacts}
             input_fps = {name: fps[art] for name, art in stage.inputs.items() if art in fps}
-            fp = _stage_fingerprint(stage, job.job.seed, input_fps)
+            fp = stage_fingerprint(stage.cls.name, stage.cls.version, stage.params, job.job.seed, input_fps, digests)
+            digests.save()
             final_dir = run_dir / stage.id
             record = _read_record(final_dir)
             if not force and record and record.get("fingerprint") == fp and _outputs_present(final_dir, record):
@@ -208,9 +222,12 @@ def run_job(
             try:
                 torch.manual_seed(job.job.seed)
                 stage_metrics = stage.cls().run(ctx, stage.params) or {}
-            except BaseException:
+            except BaseException as e:
                 shutil.rmtree(staging, ignore_errors=True)
                 manifest["stages"][stage.id] = {"stage": stage.cls.name, "status": "failed"}
+                err = write_error(e) if isinstance(e, OSError) else None
+                if err is not None:  # full disk, read-only folder...: one line naming the stage
+                    raise UserError(f"stage {stage.id}: {err}; completed stages are kept, run again to resume") from None
                 raise
             wall = time.perf_counter() - t0
             missing = [o for o in stage.cls.outputs if o not in ctx.produced or not ctx.produced[o].exists()]
@@ -245,10 +262,16 @@ def run_job(
         raise
     finally:
         manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        _atomic_json(manifest_path, manifest)
         shutil.rmtree(staging_root, ignore_errors=True)
         log.removeHandler(fh)
         fh.close()
+        try:
+            _atomic_json(manifest_path, manifest)
+        except UserError:
+            # The disk is full or went read-only: the manifest of the last completed stage stays;
+            # the error that stopped the run is the one to report.
+            if manifest["status"] == "done":
+                raise
     _atomic_json(run_dir / "metrics.json", metrics)
     return RunResult(run_dir, artifacts, metrics, skipped)
 

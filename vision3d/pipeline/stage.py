@@ -3,10 +3,11 @@
 A stage is registered once by name::
 
     from pydantic import Field
-    from vision3d.pipeline.stage import Stage, StageContext, StageParams, register_stage
+    from vision3d.pipeline.stage import InputPath, Stage, StageContext, StageParams, register_stage
 
     class BlurParams(StageParams):
         sigma: float = Field(1.0, gt=0, description="Gaussian blur sigma in pixels")
+        kernel: InputPath | None = Field(None, description="optional kernel file")  # a user file it reads
 
     @register_stage
     class Blur(Stage):
@@ -27,6 +28,11 @@ inside the paths ``ctx.output_dir(name)`` / ``ctx.output_file(name, suffix)``
 give it; the runner moves them into place atomically once ``run`` returns, so a
 failed or interrupted stage leaves nothing half-written. Stages know nothing of
 the stages around them: they see named inputs and parameters only.
+
+A parameter naming a file or folder the stage reads is typed :data:`InputPath`:
+the config loader resolves it against the job file and checks that it exists,
+and the runner fingerprints its content, so replacing the file (a retrained
+checkpoint at the same path) re-runs the stage (:mod:`vision3d.pipeline.fingerprint`).
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from vision3d.errors import UserError
+from vision3d.pipeline.fingerprint import InputPath
+
+__all__ = ["InputPath", "Stage", "StageContext", "StageParams", "all_stages", "get_stage", "register_stage"]
 
 
 class StageParams(BaseModel):
