@@ -353,12 +353,29 @@ def targets(rows: list[dict], half: str) -> list[tuple[str, str, str]]:
     return out
 
 
+def pose_breakdown(rows: list[dict], label: str, half: str) -> tuple[list[str], list[list[str]]]:
+    """Pose outcomes of one pose-free preset as "correct/refused/wrong" per ground (rows) and pattern (columns)."""
+    from benchmarks.sparse_grid import GROUNDS, PATTERNS
+
+    rs = [r for r in rows if r["preset"] == label and r["half"] == half and r.get("pose_outcome")]
+    hdr = ["ground"] + list(PATTERNS) + ["all"]
+    body = []
+    for g in [*GROUNDS, "all"]:
+        line = [g]
+        for p in [*PATTERNS, "all"]:
+            oc = [r["pose_outcome"] for r in rs if g in ("all", r["ground"]) and p in ("all", r["pattern"])]
+            line.append(f"{oc.count('correct')}/{oc.count('refused')}/{oc.count('wrong')}" if oc else "")
+        body.append(line)
+    return hdr, body
+
+
 def per_scene_table(rows: list[dict], labels: list[str], half: str = "all") -> tuple[list[str], list[list[str]]]:
     """Rows: case (of ``half``); columns: PSNR of each preset, and dPSNR vs vanilla for the others."""
     by = {(r["case"], r["preset"]): r for r in rows}
     cs = [c.name for c in cases(half) if any(r["case"] == c.name for r in rows)]
-    base = "vanilla" if "vanilla" in labels else None
-    hdr = ["half", "scene"] + [f"{lab} PSNR" for lab in labels]
+    poses_only = all(r.get("poses_only") for r in rows)
+    base = "vanilla" if "vanilla" in labels and not poses_only else None
+    hdr = ["half", "scene"] + [f"{lab} {'poses (mean rot. error)' if poses_only else 'PSNR'}" for lab in labels]
     if base:
         hdr += [f"d {lab}" for lab in labels if lab != base]
     body = []
@@ -382,6 +399,9 @@ def per_scene_table(rows: list[dict], labels: list[str], half: str = "all") -> t
 def _cell(r: dict | None) -> str:
     if r is None:
         return ""
+    if r.get("poses_only"):
+        err = (r.get("cameras") or {}).get("rot_err_deg_mean")
+        return (r.get("pose_outcome") or r.get("status", "?")) + (f" ({err:.1f} deg)" if _ok(err) else "")
     if r.get("status") == "done" and _ok(r.get("psnr")):
         s = f"{r['psnr']:.2f}"
     elif r.get("pose_outcome") == "refused":
@@ -414,7 +434,15 @@ def markdown(rows: list[dict], labels: list[str], summary: dict, command: str) -
         for half in ("tuning", "reporting"):
             hdr, body = per_scene_table(rows, labels, half)
             if body:
-                lines += ["", f"Held-out PSNR (dB) per scene, {half} half:", ""]
+                what = "pose outcome" if all(r.get("poses_only") for r in rows) else "held-out PSNR (dB)"
+                lines += ["", f"Per scene, {half} half: {what}:", ""]
+                lines += ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+                lines += ["| " + " | ".join(b) + " |" for b in body]
+    for half in ("tuning", "reporting"):
+        for lab in labels:
+            hdr, body = pose_breakdown(rows, lab, half)
+            if any(any(c for c in b[1:]) for b in body):
+                lines += ["", f"Pose outcomes of `{lab}`, {half} half (correct/refused/wrong):", ""]
                 lines += ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
                 lines += ["| " + " | ".join(b) + " |" for b in body]
     for half in ("tuning", "reporting"):
@@ -557,9 +585,17 @@ def main() -> int:
         for b in body:
             print("  ".join(f"{x:<10}" if i != 1 else f"{x:<24}" for i, x in enumerate(b)))
     for half in ("tuning", "reporting"):
+        for lab in labels:
+            hdr3, body = pose_breakdown(rows, lab, half)
+            if any(any(c for c in b[1:]) for b in body):
+                print(f"\n# pose outcomes of {lab}, {half} half (correct/refused/wrong)")
+                for line in [hdr3, *body]:
+                    print("  ".join(f"{x:<9}" for x in line))
+    for half in ("tuning", "reporting"):
         t = targets(rows, half)
         if t:
-            print(f"\n# issue-14 targets, {half} half of this selection (the targets are for the reporting half):")
+            print(f"\n# issue-14 targets, {half} half of this selection"
+                  + (" (the targets are for the reporting half):" if half == "tuning" else ":"))
             for name, meas, verdict in t:
                 print(f"  {verdict:<5} {name}: {meas}")
     command = "python benchmarks/bench_sparse_view.py " + " ".join(sys.argv[1:])
