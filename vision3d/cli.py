@@ -131,6 +131,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        # A full disk, a read-only or foreign folder, a file where a folder should be: one line too.
+        # (Writers turn these into UserErrors themselves; this catches the ones that escaped.)
+        from vision3d.io.atomic import write_error
+
+        err = write_error(e)
+        if err is None or debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: completed stages are kept; run the same command again to resume", file=sys.stderr)
         return 130

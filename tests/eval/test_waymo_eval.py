@@ -282,5 +282,5 @@ def test_cli_bad_inputs(tmp_path):
     assert _cli(["--gt", str(tmp_path / "gt.parquet"), "--pred", str(tmp_path / "pd.parquet"),
                  "--allow-extra-frames"]) == 0
     (tmp_path / "bad.csv").write_text("segment,timestamp,type,x,y,z,l,w,h,heading,score\ns,0,BUS,1,0,0,4,2,1.5,0,0.5\n")
-    with pytest.raises(UserError, match="row 0: unknown box type 'BUS'"):
+    with pytest.raises(UserError, match=r"row 0 \(line 2\): unknown box type 'BUS'"):
         _cli(["--gt", str(tmp_path / "gt.parquet"), "--pred", str(tmp_path / "bad.csv")])

@@ -75,7 +75,7 @@ def test_box_table_errors(tmp_path):
     with pytest.raises(UserError, match=r"a\.csv: missing column 'h'"):
         W.read_box_table(tmp_path / "a.csv")
     (tmp_path / "b.csv").write_text("segment,timestamp,type,x,y,z,l,w,h,heading\ns,1,1,1,2,0,4,2,1.5,0\ns,1,1,1,,0,4,2,1.5,0\n")
-    with pytest.raises(UserError, match=r"b\.csv: column 'y' row 1 is empty"):
+    with pytest.raises(UserError, match=r"b\.csv: column 'y' row 1 \(line 3\) is empty"):
         W.read_box_table(tmp_path / "b.csv")
     (tmp_path / "c.csv").write_text("segment,timestamp,type,x,y,z,l,w,h,heading\ns,1,1,1,2,0,-4,2,1.5,0\n")
     with pytest.raises(UserError, match="negative box size"):

@@ -117,10 +117,10 @@ def find_scans(path: str | Path, split: str | None = None) -> list[Scan]:
 def image_shape(scan: Scan) -> tuple[int, int]:
     """(height, width) of the frame's image, or KITTI's usual size when there is none."""
     if scan.image_path is not None:
-        from PIL import Image
+        from vision3d.io.images import image_size
 
-        with Image.open(scan.image_path) as im:
-            return im.height, im.width
+        w, h = image_size(scan.image_path)
+        return h, w
     return _DEFAULT_IMAGE_SHAPE
 
 

@@ -186,7 +186,7 @@ class DetectEval(Stage):
         pred_dir = Path(ctx.input("predictions"))
         ids = [s.frame_id for s in scans]
         gt = kitti.load_annos(scans[0].label_path.parent, ids)
-        dt = kitti.load_annos(pred_dir, ids)
+        dt = kitti.load_annos(pred_dir, ids, require_score=True)
         res = evaluate_kitti(gt, dt, tuple(classes))
         table = format_results(res, classes)
         ctx.log.info(f"[{ctx.stage_name}] KITTI AP on {len(ids)} frames:\n{table}")

@@ -25,13 +25,13 @@ Both directories hold depth maps with matching file names: KITTI 16-bit PNGs
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from vision3d.depth.metrics import METRIC_KEYS, aggregate, depth_metrics  # noqa: F401 - re-exported
 from vision3d.errors import UserError
+from vision3d.io.atomic import atomic_write_json, check_output_file
 
 
 def read_depth_file(path: Path) -> np.ndarray:
@@ -106,14 +106,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``vision3d eval depth``; prints the table, returns the exit code (0)."""
+    json_out = check_output_file(args.json, "--json file") if args.json else None
     agg, per = evaluate_dirs(args.gt, args.pred)
     print(format_table(agg))
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps({"metrics": agg, "per_image": per}, indent=2))
-        tmp.replace(out)  # atomic: never a half-written JSON
+    if json_out is not None:
+        atomic_write_json(json_out, {"metrics": agg, "per_image": per})  # never a half-written JSON
     return 0
 
 

@@ -34,9 +34,7 @@ GPU, so an IoU within ~1e-6 of a threshold can fall on the other side.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -47,6 +45,7 @@ from scipy.sparse.csgraph import connected_components
 from vision3d.backend.box_ops import intersection_bev_pairs
 from vision3d.errors import UserError
 from vision3d.io import kitti as kitti_io
+from vision3d.io.atomic import atomic_write_json, check_output_file
 
 __all__ = [
     "CLASS_NAMES",
@@ -551,6 +550,7 @@ def _nan_to_none(x):
 
 def main(args: argparse.Namespace) -> int:
     """Run ``vision3d eval kitti``; returns the exit code (0)."""
+    json_out = check_output_file(args.json, "--json file") if args.json else None
     gt_dir = _label_dir(Path(args.gt))
     pred_dir = Path(args.pred)
     if not pred_dir.is_dir():
@@ -566,15 +566,10 @@ def main(args: argparse.Namespace) -> int:
     if not ids:
         raise UserError(f"{gt_dir}: no frames to evaluate")
     gt_annos = kitti_io.load_annos(gt_dir, ids)
-    dt_annos = kitti_io.load_annos(pred_dir, ids)
+    dt_annos = kitti_io.load_annos(pred_dir, ids, require_score=True)
     res = evaluate_kitti(gt_annos, dt_annos, tuple(args.classes), loose=bool(getattr(args, "loose", False)))
     print(format_results(res, args.classes))
-    if args.json:
-        out = Path(args.json)
-        if out.parent and not out.parent.exists():
-            out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(_nan_to_none(res), indent=2), encoding="utf-8")
-        os.replace(tmp, out)
-        print(f"wrote {out}", file=sys.stderr)
+    if json_out is not None:
+        atomic_write_json(json_out, _nan_to_none(res))
+        print(f"wrote {json_out}", file=sys.stderr)
     return 0

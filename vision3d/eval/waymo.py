@@ -37,10 +37,7 @@ runs instead of 101).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-from pathlib import Path
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -50,6 +47,7 @@ from scipy.sparse.csgraph import connected_components
 from vision3d.backend.box_ops import iou_3d_pairs
 from vision3d.errors import UserError
 from vision3d.io.waymo import BoxTable, read_box_table
+from vision3d.io.atomic import atomic_write_json, check_output_file
 
 __all__ = ["CLASSES", "IOU_THRESHOLDS", "SCORE_CUTOFFS", "add_arguments", "evaluate_waymo",
            "format_results", "main", "mean_average_precision"]
@@ -337,16 +335,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``vision3d eval waymo``; returns the exit code (0)."""
+    json_out = check_output_file(args.json, "--json file") if args.json else None
     gt = read_box_table(args.gt)
     pred = read_box_table(args.pred)
     res = evaluate_waymo(gt, pred, tuple(c.upper() for c in args.classes),
                          allow_extra_frames=bool(getattr(args, "allow_extra_frames", False)))
     print(format_results(res))
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(res, indent=2), encoding="utf-8")
-        os.replace(tmp, out)
-        print(f"wrote {out}", file=sys.stderr)
+    if json_out is not None:
+        atomic_write_json(json_out, res)
+        print(f"wrote {json_out}", file=sys.stderr)
     return 0

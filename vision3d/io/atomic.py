@@ -65,8 +65,9 @@ def write_error(e: OSError, path: str | os.PathLike | None = None) -> UserError 
     what = _WRITE_ERRNOS.get(e.errno)
     if what is None:
         return None
-    target = path if path is not None else (e.filename or "output")
-    return UserError(f"{target}: cannot write ({what[0]}); {what[1]}")
+    if path is None:  # the error's own file, which may have been read or written
+        return UserError(f"{e.filename or 'a file'}: {what[0]}; {what[1]}")
+    return UserError(f"{path}: cannot write ({what[0]}); {what[1]}")
 
 
 @contextlib.contextmanager
@@ -99,6 +100,26 @@ def ensure_dir(path: str | os.PathLike) -> Path:
         raise UserError(f"{path}: exists and is a file, not a folder; choose another path")
     with write_errors(path):
         path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_output_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """Fail early -- before a long computation -- when ``path`` cannot become a file.
+
+    Returns:
+        ``Path(path)``.
+    Raises:
+        UserError: ``path`` is a directory, or a part of its folder path is a file.
+            (Read-only folders and full disks are reported when writing: see :func:`write_errors`.)
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; the {what} must be a file path (e.g. {path / 'results.json'})")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{path}: {parent} is a file, not a folder; choose another path for the {what}")
+            break
     return path
 
 

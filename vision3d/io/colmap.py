@@ -33,6 +33,7 @@ import torch
 from vision3d.core.cameras import Cameras
 from vision3d.core.pointcloud import PointCloud
 from vision3d.errors import UserError
+from vision3d.io.camera_checks import check_intrinsics, check_pose
 
 PINHOLE_LIKE_MODELS = (
     "SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "FULL_OPENCV",
@@ -115,8 +116,12 @@ def read_colmap(path: str | os.PathLike, warn_distortion: bool = True) -> Colmap
             )
         w2c = np.eye(4)
         w2c[:3, :4] = img.cam_from_world().matrix()
+        check_pose(w2c, f"{model_dir}: image {img.name} (cam_from_world)", kind="world-to-camera")
         w2cs.append(w2c)
-        Ks.append(np.asarray(cam.calibration_matrix(), dtype=np.float64))
+        K = np.asarray(cam.calibration_matrix(), dtype=np.float64)
+        check_intrinsics(K[0, 0], K[1, 1], K[0, 2], K[1, 2], cam.width, cam.height,
+                         f"{model_dir}: camera {img.camera_id} of image {img.name}")
+        Ks.append(K)
         models.append(model)
         dists.append(np.asarray(cam.params, dtype=np.float64)[list(cam.extra_params_idxs())])
         ids.append(int(img.image_id))

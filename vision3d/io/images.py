@@ -11,7 +11,9 @@ Conventions:
       the layout nerfstudio's ``mask_path`` expects.
     * Depth images are ``[H, W]`` float32 metres (z-depth, 0 = missing), stored
       as 16-bit single-channel PNG in units of ``scale`` metres (default 1e-3,
-      i.e. millimetres: nerfstudio's ``depth_unit_scale_factor``).
+      i.e. millimetres: nerfstudio's ``depth_unit_scale_factor``). nerfstudio
+      also allows ``.npy`` depth files: :func:`load_depth` reads those as float
+      metres (non-finite or negative values mean missing).
 
 Every writer is atomic (see :mod:`vision3d.io.atomic`). Unreadable files raise
 :class:`vision3d.errors.UserError` naming the file.
@@ -19,9 +21,11 @@ Every writer is atomic (see :mod:`vision3d.io.atomic`). Unreadable files raise
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -29,15 +33,28 @@ import torch
 from vision3d.errors import UserError
 from vision3d.io.atomic import atomic_path
 
+if TYPE_CHECKING:
+    import PIL.Image
+
 #: Extensions :func:`list_images` picks up (case-insensitive).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # Formats users commonly try that PIL cannot decode without plugins: named in errors.
 _UNSUPPORTED_HINTS = {".heic": "HEIC (iPhone)", ".heif": "HEIF", ".dng": "RAW", ".cr2": "RAW", ".nef": "RAW"}
 
 
-def _open(path: Path):
-    """Open and fully decode an image with PIL, EXIF orientation applied."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+@contextlib.contextmanager
+def open_image(path: str | os.PathLike) -> Iterator["PIL.Image.Image"]:
+    """``PIL.Image.open`` with one-line UserErrors; errors while using the image inside the block too.
+
+    Pictures above PIL's decompression-bomb limit (2 x ``Image.MAX_IMAGE_PIXELS``, ~179
+    megapixels) are refused with a message saying so; PIL's warning for those between
+    89 and 179 megapixels (large phone photos) is silenced, they load.
+
+    Raises:
+        UserError: missing file, HEIC/RAW files, a file PIL cannot identify or decode
+            (truncated, corrupt), or a picture too large to decode safely.
+    """
+    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
@@ -46,18 +63,30 @@ def _open(path: Path):
     if hint:
         raise UserError(f"{path}: {hint} images are not supported; convert it to PNG or JPEG")
     try:
-        with Image.open(path) as im:
-            im.load()  # decode now so truncated files fail here, not later
-            out = ImageOps.exif_transpose(im)
-            if out is im:  # exif_transpose may return the same object; detach it from the file
-                out = im.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                yield im
+    except Image.DecompressionBombError:
+        raise UserError(f"{path}: image is too large to decode safely (more than "
+                        f"{2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} megapixels); downscale it") from None
     except UnidentifiedImageError:
-        raise UserError(f"{path}: not an image file PIL can read; use PNG or JPEG") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        # OSError covers truncated/corrupt files; DecompressionBombError is a subclass of Exception
-        raise UserError(f"{path}: could not decode image ({e}); re-export it as PNG or JPEG") from None
-    except Image.DecompressionBombError as e:
-        raise UserError(f"{path}: image is too large ({e}); downscale it") from None
+        raise UserError(f"{path}: cannot read: not an image file PIL can decode; use PNG or JPEG") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        # truncated or corrupt data; keep PIL's reason on the same line
+        reason = " ".join(str(e).split())[:160] or type(e).__name__
+        raise UserError(f"{path}: could not decode image ({reason}); re-export it as PNG or JPEG") from None
+
+
+def _open(path: Path):
+    """Open and fully decode an image with PIL, EXIF orientation applied."""
+    from PIL import ImageOps
+
+    with open_image(path) as im:
+        im.load()  # decode now so truncated files fail here, not later
+        out = ImageOps.exif_transpose(im)
+        if out is im:  # exif_transpose may return the same object; detach it from the file
+            out = im.copy()
     return out
 
 
@@ -119,19 +148,9 @@ def load_image(path: str | os.PathLike, background: Sequence[float] = (1.0, 1.0,
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of an image as displayed (after EXIF orientation), without decoding pixels."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: image file not found; check the path")
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            orientation = im.getexif().get(0x0112, 1)
-    except UnidentifiedImageError:
-        raise UserError(f"{path}: not an image file PIL can read; use PNG or JPEG") from None
-    except OSError as e:
-        raise UserError(f"{path}: could not read image ({e}); re-export it as PNG or JPEG") from None
+    with open_image(path) as im:
+        w, h = im.size
+        orientation = im.getexif().get(0x0112, 1)
     # Orientations 5-8 rotate by 90 degrees and swap width and height.
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
@@ -271,6 +290,37 @@ def save_depth_png(path: str | os.PathLike, depth, scale: float = 1e-3) -> Path:
     with atomic_path(path) as tmp:
         Image.fromarray(q).save(tmp, format="PNG")  # uint16 array -> mode "I;16"
     return Path(path)
+
+
+def load_depth(path: str | os.PathLike, scale: float = 1e-3) -> torch.Tensor:
+    """Load a depth map as [H, W] float32 metres (0 = missing), by file type.
+
+    Args:
+        path: a 16-bit PNG (value * ``scale`` metres, see :func:`load_depth_png`) or a
+            ``.npy`` array of float metres, ``[H, W]`` or ``[H, W, 1]`` (never unpickled;
+            NaN, inf and values <= 0 read as missing).
+        scale: metres per PNG unit (nerfstudio's ``depth_unit_scale_factor``); not used for ``.npy``.
+
+    Raises:
+        UserError: unreadable file, or an array that is not a numeric [H, W] map.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".npy":
+        return load_depth_png(path, scale)
+    if not path.is_file():
+        raise UserError(f"{path}: depth file not found; check the path")
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise UserError(f"{path}: not a numpy depth array ({first}); save it with numpy.save as float metres") from None
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim != 2 or not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise UserError(f"{path}: expected an [H, W] numeric depth array in metres, got {a.dtype} {a.shape}")
+    d = a.astype(np.float32)
+    d[~np.isfinite(d) | (d < 0)] = 0.0
+    return torch.from_numpy(np.ascontiguousarray(d))
 
 
 def load_depth_png(path: str | os.PathLike, scale: float = 1e-3) -> torch.Tensor:

@@ -50,6 +50,7 @@ import torch
 from vision3d.core.boxes import Boxes3D, box_corners
 from vision3d.core.pointcloud import PointCloud
 from vision3d.errors import UserError
+from vision3d.io.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "ANNO_KEYS",
@@ -214,7 +215,7 @@ def write_calib(path: str | os.PathLike, calib: Calibration) -> None:
     lines.append(f"Tr_velo_to_cam: {_fmt(calib.Tr_velo_to_cam)}")
     imu = calib.Tr_imu_to_velo if calib.Tr_imu_to_velo is not None else np.eye(3, 4)
     lines.append(f"Tr_imu_to_velo: {_fmt(imu)}")
-    _atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n", fsync=False)
 
 
 # ----------------------------------------------------------------------------
@@ -243,10 +244,7 @@ def read_velodyne(path: str | os.PathLike) -> np.ndarray:
 def write_velodyne(path: str | os.PathLike, points: np.ndarray) -> None:
     """Write [N, 4] (x, y, z, reflectance) points as float32 KITTI ``.bin``."""
     pts = np.ascontiguousarray(np.asarray(points, dtype=np.float32).reshape(-1, 4))
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    pts.tofile(tmp)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, pts.tobytes(), fsync=False)
 
 
 # ----------------------------------------------------------------------------
@@ -263,7 +261,7 @@ def empty_anno(with_score: bool = True) -> dict[str, np.ndarray]:
     }
 
 
-def _parse_label_text(text: str, path: Path) -> dict[str, np.ndarray]:
+def _parse_label_text(text: str, path: Path, require_score: bool = False) -> dict[str, np.ndarray]:
     names, rows, scores = [], [], []
     has_score = None
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -274,6 +272,9 @@ def _parse_label_text(text: str, path: Path) -> dict[str, np.ndarray]:
         if n not in (15, 16):
             raise UserError(f"{path}:{lineno}: expected 15 or 16 fields ({_HELP_LABEL}), got {n}; "
                             "fix the line or regenerate the file")
+        if require_score and n == 15:
+            raise UserError(f"{path}:{lineno}: prediction without a score (15 fields); a KITTI result line "
+                            "ends with the detection's confidence as a 16th field")
         if has_score is None:
             has_score = n == 16
         elif has_score != (n == 16):
@@ -316,8 +317,13 @@ def _is_float(v: str) -> bool:
         return False
 
 
-def read_label(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def read_label(path: str | os.PathLike, require_score: bool = False) -> dict[str, np.ndarray]:
     """Read a ``label_2/*.txt`` file (ground truth or predictions with a score column).
+
+    Args:
+        path: the file.
+        require_score: the file holds predictions: every line must have the score field
+            (a missing score would silently read as 0 and rank the box last).
 
     Returns:
         Annotation dict (see module docstring), ``dimensions`` as (l, h, w).
@@ -332,7 +338,7 @@ def read_label(path: str | os.PathLike) -> dict[str, np.ndarray]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file (undecodable bytes); expected KITTI label lines ({_HELP_LABEL})") from None
-    return _parse_label_text(text, path)
+    return _parse_label_text(text, path, require_score)
 
 
 def write_label(path: str | os.PathLike, anno: dict[str, np.ndarray], with_score: bool | None = None) -> None:
@@ -362,13 +368,7 @@ def write_label(path: str | os.PathLike, anno: dict[str, np.ndarray], with_score
         if with_score:
             s += f" {float(anno['score'][i]):.4f}"
         lines.append(s)
-    _atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in lines), fsync=False)
 
 
 # ----------------------------------------------------------------------------
@@ -590,13 +590,14 @@ def list_frame_ids(label_dir: str | os.PathLike) -> list[str]:
 
 
 def load_annos(label_dir: str | os.PathLike, frame_ids: list[str] | None = None,
-               missing_ok: bool = False) -> list[dict[str, np.ndarray]]:
+               missing_ok: bool = False, require_score: bool = False) -> list[dict[str, np.ndarray]]:
     """Read the label files of a folder (in ``frame_ids`` order, or sorted).
 
     Args:
         label_dir: folder of ``<id>.txt`` files (``label_2`` or a results folder).
         frame_ids: ids to read; default all files, sorted.
         missing_ok: return an empty annotation for a missing file instead of failing.
+        require_score: the files are predictions: every line needs its score (see :func:`read_label`).
 
     Raises:
         UserError: missing folder, missing files (unless ``missing_ok``) or malformed lines.
@@ -614,5 +615,5 @@ def load_annos(label_dir: str | os.PathLike, frame_ids: list[str] | None = None,
     out = []
     for i in frame_ids:
         p = d / f"{i}.txt"
-        out.append(read_label(p) if p.is_file() else empty_anno())
+        out.append(read_label(p, require_score) if p.is_file() else empty_anno())
     return out

@@ -30,17 +30,14 @@ def read_kitti_depth(path: str | os.PathLike) -> np.ndarray:
     Raises:
         UserError: the file is missing, unreadable, or not a 16-bit single-channel PNG.
     """
-    from PIL import Image
+    from vision3d.io.images import open_image
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: depth PNG not found; check the path (KITTI depth maps are 16-bit PNGs)")
-    try:
-        with Image.open(path) as im:
-            mode = im.mode
-            arr = np.array(im)
-    except Exception as e:  # PIL raises many types for corrupt files
-        raise UserError(f"{path}: cannot read as PNG ({type(e).__name__}: {e}); re-export it as a 16-bit PNG") from None
+    with open_image(path) as im:
+        mode = im.mode
+        arr = np.array(im)
     # PIL opens 16-bit grayscale PNGs as "I;16" (uint16) or "I" (int32 holding 16-bit values).
     if mode not in ("I;16", "I;16B", "I;16L", "I") or arr.ndim != 2:
         raise UserError(

@@ -16,8 +16,9 @@ The layout follows nerfstudio's ``Nerfstudio`` dataparser:
   world-to-camera (x right, y down, z forward); the conversion is
   ``world_to_cam = inverse(transform_matrix @ diag(1, -1, -1, 1))``.
 * optional per-frame ``mask_path`` (single-channel; nonzero = pixel used) and
-  ``depth_file_path`` (16-bit PNG, units of ``depth_unit_scale_factor`` metres,
-  1e-3 by default as in nerfstudio). Both are all-or-none across frames.
+  ``depth_file_path``: a 16-bit PNG in units of ``depth_unit_scale_factor`` metres
+  (1e-3 by default as in nerfstudio) or a ``.npy`` float array in metres
+  (:func:`vision3d.io.images.load_depth`). Both are all-or-none across frames.
 * split lists ``train_filenames`` / ``val_filenames`` / ``test_filenames``
   (paths as in ``file_path``). nerfstudio requires all the splits it asks for
   once any is present, so :func:`write_transforms` always writes the three
@@ -43,6 +44,7 @@ import torch
 from vision3d.core.cameras import Cameras
 from vision3d.errors import UserError
 from vision3d.io.atomic import atomic_write_json
+from vision3d.io.camera_checks import check_intrinsics, check_pose
 
 DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
 _INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
@@ -87,7 +89,8 @@ class ViewSet:
         cameras: C views, OpenCV convention; ``cameras.names`` are the ``file_path`` strings.
         image_paths: C absolute image paths, in view order (sorted by ``file_path``).
         mask_paths: C mask paths, or None when the file has no ``mask_path``.
-        depth_paths: C depth-PNG paths, or None when the file has no ``depth_file_path``.
+        depth_paths: C depth-file paths (16-bit PNG or ``.npy``), or None when the file has no
+            ``depth_file_path``.
         train_indices / val_indices / test_indices: view indices of each split.
             Without split lists in the file: train = all views, val = test = [].
         camera_model: nerfstudio ``camera_model`` string (e.g. "OPENCV").
@@ -132,12 +135,12 @@ class ViewSet:
 
     def load_depths(self, indices: Sequence[int] | None = None) -> torch.Tensor | None:
         """[N, H, W] float32 z-depth in metres (0 = missing), or None when the set has none."""
-        from vision3d.io.images import load_depth_png
+        from vision3d.io.images import load_depth
 
         if self.depth_paths is None:
             return None
         idx = range(len(self)) if indices is None else indices
-        return torch.stack([load_depth_png(self.depth_paths[i], self.depth_unit_scale) for i in idx])
+        return torch.stack([load_depth(self.depth_paths[i], self.depth_unit_scale) for i in idx])
 
     def subset(self, indices: Sequence[int]) -> "ViewSet":
         """A ViewSet of the given views only (split lists dropped: all views are train)."""
@@ -259,6 +262,7 @@ def read_transforms(path: str | os.PathLike, check_files: bool = True) -> ViewSe
             raise UserError(
                 f"{path}: frames[{i}].transform_matrix must be 4x4 (or 3x4) finite numbers, got shape {m.shape}"
             )
+        check_pose(m, f"{path}: frames[{i}].transform_matrix ({fr['file_path']})")
         c2ws.append(m)
 
         w, h = intr("w", fr, i), intr("h", fr, i)
@@ -273,13 +277,19 @@ def read_transforms(path: str | os.PathLike, check_files: bool = True) -> ViewSe
             ang = meta.get("camera_angle_x", fr.get("camera_angle_x"))
             if ang is None:
                 raise UserError(f"{path}: no focal length: add 'fl_x' (pixels) at the top level or in frames[{i}]")
-            fx = 0.5 * w / math.tan(0.5 * _num(ang, "camera_angle_x", path))
+            ang = _num(ang, "camera_angle_x", path)
+            if not 0 < ang < math.pi:
+                raise UserError(f"{path}: camera_angle_x = {ang!r} must be a field of view in (0, pi) radians")
+            fx = 0.5 * w / math.tan(0.5 * ang)
         fy = intr("fl_y", fr, i)
         fy = fx if fy is None else fy
         cx = intr("cx", fr, i)
         cy = intr("cy", fr, i)
         cx = w / 2.0 if cx is None else cx
         cy = h / 2.0 if cy is None else cy
+        # Top-level intrinsics are shared: blame the file's top level, not a frame.
+        where = f"{path}: " + ("top level" if all(k in meta for k in ("fl_x", "w", "h")) else f"frames[{i}]")
+        check_intrinsics(fx, fy, cx, cy, w, h, where)
         Ks.append([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
         sizes.append((int(round(w)), int(round(h))))
         src = meta if global_dist else fr

@@ -35,6 +35,7 @@ import torch
 
 from vision3d.core.boxes import Boxes3D
 from vision3d.errors import UserError
+from vision3d.io.atomic import atomic_path
 
 __all__ = [
     "BOX_TYPES",
@@ -181,24 +182,34 @@ def _read_any_table(path: Path, columns: list[str] | None = None) -> pa.Table:
                         "check the file is complete") from None
 
 
+def _row(path: Path, i: int) -> str:
+    """Where row ``i`` (0-based, after the header) of a table file is, for messages."""
+    return f"row {i} (line {i + 2})" if path.suffix.lower() == ".csv" else f"row {i}"
+
+
 def _parse_types(col: pa.ChunkedArray, path: Path, name: str) -> np.ndarray:
+    known = sorted(BOX_TYPES.values())
+    hint = "use 0-4 (UNKNOWN, VEHICLE, PEDESTRIAN, SIGN, CYCLIST) or those names"
     if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-        arr = col.to_numpy(zero_copy_only=False)
-        if np.any(np.isnan(arr.astype(float))):
-            raise UserError(f"{path}: column '{name}' row {int(np.flatnonzero(np.isnan(arr.astype(float)))[0])}: "
-                            "empty type; every box needs a type")
+        arr = col.to_numpy(zero_copy_only=False).astype(float)
+        bad = np.flatnonzero(np.isnan(arr))
+        if bad.size:
+            raise UserError(f"{path}: column '{name}' {_row(path, int(bad[0]))}: empty type; every box needs a type")
+        bad = np.flatnonzero(~np.isin(arr, known))
+        if bad.size:
+            i = int(bad[0])
+            raise UserError(f"{path}: column '{name}' {_row(path, i)}: unknown box type {arr[i]:g}; {hint}")
         return arr.astype(np.int8)
     vals = col.to_pylist()
     out = np.zeros(len(vals), np.int8)
     for i, v in enumerate(vals):
         key = str(v).strip().upper()
-        if key.isdigit():
+        if key.isdigit() and int(key) in known:
             out[i] = int(key)
         elif key in _TYPE_ALIASES:
             out[i] = _TYPE_ALIASES[key]
         else:
-            raise UserError(f"{path}: column '{name}' row {i}: unknown box type {v!r}; use 1-4 or "
-                            "VEHICLE/PEDESTRIAN/SIGN/CYCLIST")
+            raise UserError(f"{path}: column '{name}' {_row(path, i)}: unknown box type {v!r}; {hint}")
     return out
 
 
@@ -225,7 +236,7 @@ def _table_to_boxtable(t: pa.Table, path: Path) -> BoxTable:
         name, col = cols[key]
         if col.null_count:
             idx = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-            raise UserError(f"{path}: column '{name}' row {idx} is empty; fill it or drop the row")
+            raise UserError(f"{path}: column '{name}' {_row(path, idx)} is empty; fill it or drop the row")
         try:
             return col.to_numpy(zero_copy_only=False).astype(dtype)
         except (ValueError, TypeError):
@@ -234,10 +245,18 @@ def _table_to_boxtable(t: pa.Table, path: Path) -> BoxTable:
     boxes = np.stack([num(k, np.float64) for k in ("x", "y", "z", "l", "w", "h", "heading")], 1)
     bad = ~np.isfinite(boxes).all(1)
     if bad.any():
-        raise UserError(f"{path}: row {int(np.flatnonzero(bad)[0])} has a non-finite box value; fix the row")
+        raise UserError(f"{path}: {_row(path, int(np.flatnonzero(bad)[0]))} has a non-finite box value; fix the row")
     neg = (boxes[:, 3:6] < 0).any(1)
     if neg.any():
-        raise UserError(f"{path}: row {int(np.flatnonzero(neg)[0])} has a negative box size; sizes are metres >= 0")
+        raise UserError(f"{path}: {_row(path, int(np.flatnonzero(neg)[0]))} has a negative box size; "
+                        "sizes are metres >= 0")
+    score = num("score", np.float32) if "score" in cols else None
+    if score is not None:
+        bad = np.flatnonzero(~(np.isfinite(score) & (score >= 0) & (score <= 1)))
+        if bad.size:
+            i = int(bad[0])
+            raise UserError(f"{path}: column '{cols['score'][0]}' {_row(path, i)}: score {float(score[i]):g} is "
+                            "not a confidence in [0, 1]; rescale the scores (e.g. a sigmoid of the logits)")
     seg_name, seg_col = cols["segment"]
     if seg_col.null_count:
         raise UserError(f"{path}: column '{seg_name}' has empty values; every row needs a segment name")
@@ -248,7 +267,7 @@ def _table_to_boxtable(t: pa.Table, path: Path) -> BoxTable:
         boxes=boxes,
         num_points=num("num_points", np.int64) if "num_points" in cols else np.full(n, -1, np.int64),
         difficulty=num("difficulty", np.int8) if "difficulty" in cols else np.zeros(n, np.int8),
-        score=num("score", np.float32) if "score" in cols else None,
+        score=score,
         object_id=np.asarray(pc.cast(cols["id"][1], pa.string()).to_pylist(), dtype=object) if "id" in cols else None,
         source=str(path),
     )
@@ -317,12 +336,11 @@ def write_box_table(path: str | os.PathLike, table: BoxTable, style: str = "v2")
     else:
         raise ValueError(f"style must be 'v2' or 'simple', got {style!r}")
     t = pa.table(data)
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix.lower() == ".csv":
-        pacsv.write_csv(t, tmp)
-    else:
-        pq.write_table(t, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() == ".csv":
+            pacsv.write_csv(t, tmp)
+        else:
+            pq.write_table(t, tmp)
 
 
 # ----------------------------------------------------------------------------

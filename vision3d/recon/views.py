@@ -316,7 +316,7 @@ def prepare_views(data: str | Path, out: Path, *, max_side: int = 512, use_poses
     Raises:
         UserError: unreadable data, fewer than 2 training views, names not found.
     """
-    from vision3d.io.images import load_depth_png, load_image, load_mask, save_image, save_mask
+    from vision3d.io.images import load_depth, load_image, load_mask, save_image, save_mask
 
     src = _discover(Path(data), use_poses)
     keep = [i for i, s in enumerate(src.splits) if s in ("train", "test")]
@@ -360,7 +360,7 @@ def prepare_views(data: str | Path, out: Path, *, max_side: int = 512, use_poses
                 m = _resize(m[..., None], W, H)[..., 0]
             save_mask(out / "masks" / f"{n}.png", m > 0.5)
         if src.depth_paths is not None:
-            d = load_depth_png(src.depth_paths[i], src.depth_scale)
+            d = load_depth(src.depth_paths[i], src.depth_scale)  # 16-bit PNG or .npy metres
             if (W, H) != (src.width, src.height):
                 d = _resize_nearest(d, W, H)
             np.save(out / "depth" / f"{n}.npy", d.numpy().astype(np.float32))
