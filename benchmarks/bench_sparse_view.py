@@ -523,6 +523,9 @@ def main() -> int:
         labels.append(NEAREST)
         tasks += [Task(c.name, NEAREST, NEAREST, args.size, args.cache, str(runs / f"{args.size}px" / NEAREST / c.name),
                        (), False, args.device) for c in sel]
+    # case by case (presets of one case together): a run stopped early still has comparable pairs
+    order = {c.name: i for i, c in enumerate(sel)}
+    tasks.sort(key=lambda t: order[t.case])
 
     rows: list[dict] = []
     todo: list[Task] = []
