@@ -1,6 +1,7 @@
 """Job and pipeline configs: loaded from YAML and validated before any work.
 
-A *pipeline* (``pipelines/<name>.yaml``) lists stages with their defaults::
+A *pipeline* (``pipelines/<name>.yaml`` in the repository, installed as the
+package ``vision3d.pipelines``) lists stages with their defaults::
 
     name: sparse_view_splat
     description: Gaussian splatting from 2-4 photos.
@@ -25,20 +26,28 @@ from __future__ import annotations
 
 import copy
 import difflib
+import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vision3d.errors import UserError
-from vision3d.io.yaml_files import read_yaml_mapping
+from vision3d.io.yaml_files import parse_yaml_mapping, read_yaml_mapping
 from vision3d.pipeline.fingerprint import input_path_fields
 from vision3d.pipeline.stage import Stage, StageParams, get_stage
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+# The source checkout this module sits in, when it runs from one: tests use it to find configs/
+# and assets/. Nothing in the package looks anything up through it (an installed copy has no checkout).
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PIPELINE_DIRS = (REPO_ROOT / "pipelines",)
+#: Package holding the named pipelines: the repository's top-level pipelines/ folder, mapped into
+#: the installed package by setup.py (docs/ARCHITECTURE.md, Stages and pipelines).
+PIPELINE_PACKAGE = "vision3d.pipelines"
 
 
 def input_path(default: Any = None, description: str = "", **kw: Any) -> Any:
@@ -156,19 +165,23 @@ def load_yaml(path: Path, what: str) -> dict[str, Any]:
     return read_yaml_mapping(path, what)
 
 
-def available_pipelines() -> dict[str, Path]:
-    """Pipeline name -> YAML path for every pipeline shipped in ``pipelines/``."""
-    out: dict[str, Path] = {}
-    for d in PIPELINE_DIRS:
-        for p in sorted(d.glob("*.yaml")):
-            out[p.stem] = p
-    return out
+def available_pipelines() -> dict[str, Traversable]:
+    """Pipeline name -> YAML resource for every pipeline shipped with the package, sorted by name.
+
+    Found through the installed package (importlib.resources), so any install -- editable, a
+    wheel, ``pip install .`` -- lists the same pipelines from any working directory.
+    """
+    root = importlib.resources.files(PIPELINE_PACKAGE)
+    files = [f for f in root.iterdir() if f.is_file() and f.name.endswith(".yaml")]
+    return {f.name[: -len(".yaml")]: f for f in sorted(files, key=lambda f: f.name)}
 
 
 def load_pipeline(name_or_path: str, base: Path | None = None) -> PipelineSpec:
+    """A pipeline by name (see :func:`available_pipelines`) or from a YAML path (relative to ``base``)."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml"):
         path = p if p.is_absolute() or base is None else base / p
+        raw = load_yaml(path, "pipeline file")
     else:
         pipes = available_pipelines()
         if name_or_path not in pipes:
@@ -176,7 +189,7 @@ def load_pipeline(name_or_path: str, base: Path | None = None) -> PipelineSpec:
             hint = f"did you mean {', '.join(close)}?" if close else f"available: {', '.join(pipes)}"
             raise UserError(f"unknown pipeline {name_or_path!r}; {hint} (see `vision3d pipelines`)")
         path = pipes[name_or_path]
-    raw = load_yaml(path, "pipeline file")
+        raw = parse_yaml_mapping(path.read_bytes(), str(path), "pipeline file")
     try:
         spec = PipelineSpec.model_validate(raw)
     except ValidationError as err:
