@@ -30,7 +30,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from vision3d.pipeline.runner import run_job
 
     job = load_job(Path(args.config), args.set)
-    result = run_job(job, out=Path(args.out) if args.out else None, device=args.device, force=args.force)
+    result = run_job(job, out=Path(args.out) if args.out else None, device=args.device, force=args.force,
+                     quiet=args.quiet)
     print(f"done: {result.run_dir}")
     for sid, m in result.metrics.items():
         flat = {k: v for k, v in m.items() if isinstance(v, (int, float, str, bool))}
@@ -83,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set stages.train.iterations=500 (repeatable)")
     r.add_argument("--out", help="run directory (overrides the config's out)")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides the config's device")
-    r.add_argument("--force", action="store_true", help="re-run stages even when unchanged")
+    r.add_argument("--force", action="store_true",
+                   help="re-run stages even when unchanged, and write into an --out that holds another pipeline's "
+                        "run or other files")
+    r.add_argument("--quiet", action="store_true", help="log to <out>/log.txt only, not to the console")
     r.set_defaults(func=_cmd_run)
 
     sub.add_parser("pipelines", help="list the named pipelines").set_defaults(func=_cmd_pipelines)
