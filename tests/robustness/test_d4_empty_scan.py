@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import numpy as np
+import pytest
 import torch
 
 from tests.detect.conftest import TINY, make_scene
@@ -74,3 +75,33 @@ def test_sparse_conv_on_zero_sites_forward_and_backward():
     (y.features.sum() + sum(p.sum() * 0 for p in net.parameters())).backward()
     assert feats.grad is not None and feats.grad.shape == (0, 4)
     assert sc.to_dense_bev(y).shape == (2, 4 * 10, 20, 20)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_empty_scans_on_cuda(tmp_path):
+    """The CUDA path (spconv's implicit GEMM kernels) on zero sites, and VoxelNet inference on empty scans."""
+    from vision3d.backend import sparse_conv as sc
+    from vision3d.detect.dataset import find_scans
+    from vision3d.detect.infer import detect_scans
+    from vision3d.detect.registry import build_detector
+
+    dev = torch.device("cuda")
+    feats = torch.zeros(0, 4, device=dev, requires_grad=True)
+    x = sc.build_sparse_tensor(feats, torch.zeros(0, 4, dtype=torch.int32, device=dev), (10, 20, 20), 1)
+    net = sc.import_spconv().SparseSequential(
+        sc.sparse_conv_block(4, 8, 3, stride=2, padding=1, conv_type="spconv", indice_key="d", norm=False),
+        sc.sparse_conv_block(8, 8, 3, padding=1, conv_type="subm", indice_key="s", norm=False),
+        sc.sparse_conv_block(8, 4, 3, conv_type="inverse", indice_key="d", norm=False)).to(dev)
+    y = net(x)
+    assert y.features.shape == (0, 4) and y.features.is_cuda and list(y.spatial_shape) == [10, 20, 20]
+    (y.features.sum() + sum(p.sum() * 0 for p in net.parameters())).backward()
+    assert feats.grad.shape == (0, 4)
+    assert sc.to_dense_bev(y).shape == (1, 40, 20, 20)
+
+    model = build_detector(TINY).to(dev).eval()
+    with torch.no_grad():
+        model.head.cls.bias.fill_(10.0)
+    scans = find_scans(_scans(tmp_path))
+    got = {s.frame_id: p for s, _, p, _ in detect_scans(model, scans, dev, fov_only=False)}
+    assert len(got["000000"]) == 0 and len(got["000001"]) == 0 and len(got["000002"]) > 0

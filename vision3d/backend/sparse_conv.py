@@ -34,12 +34,15 @@ pass, so layers that share an ``indice_key`` stay consistent. Weights are
 KRSC for every algorithm in spconv 2.3, so nothing is converted. CPU-only
 builds already use the native algorithm and are left alone.
 
-Empty inputs (a LiDAR scan with no point in range): spconv 2.3's compute
-kernels (``ops.indice_conv``, ``ops.implicit_gemm`` and their backward passes)
-assert on an empty feature tensor ("tensor must not empty"), although the index
-bookkeeping before them handles zero sites. :func:`import_spconv` wraps those
-four functions so that zero input sites give zero output sites ([0, C_out]
-features) and zero gradients; every other call goes to spconv unchanged.
+Empty inputs (a LiDAR scan with no point in range): spconv 2.3 fails on a
+tensor with zero active sites -- on the CPU its compute kernel asserts ("tensor
+must not empty"), on CUDA already its index generation ("CUDA kernel launch
+blocks must be positive"). :func:`import_spconv` wraps
+``SparseConvolutionBase._conv_forward`` so that zero input sites give zero
+output sites ([0, C_out] features) with the spatial shape spconv would give,
+and zero gradients; a strided conv records its shapes under its ``indice_key``
+so that the inverse conv after it finds them. Tensors with sites go to spconv
+unchanged.
 
 All four patches are applied together, once, by :func:`import_spconv`, which
 every function and class here calls before touching spconv.
@@ -49,6 +52,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -153,45 +157,58 @@ def _patch_cpu_algo() -> None:
     base._conv_forward = _conv_forward
 
 
+@dataclass
+class _EmptyIndices:
+    """What a strided conv on zero sites records under its ``indice_key`` for the inverse conv after it."""
+
+    spatial_shape: list[int]
+    out_spatial_shape: list[int]
+    is_subm: bool = False
+
+
 def _patch_empty_inputs() -> None:
+    import spconv.pytorch.conv as sp_conv
     import spconv.pytorch.ops as sp_ops
 
-    if getattr(sp_ops.indice_conv, "_vision3d_patched", False):
+    base = sp_conv.SparseConvolutionBase
+    original = base._conv_forward
+    if getattr(original, "_vision3d_empty", False):
         return
-    conv, conv_bwd = sp_ops.indice_conv, sp_ops.indice_conv_backward
-    gemm, gemm_bwd = sp_ops.implicit_gemm, sp_ops.implicit_gemm_backward
 
-    # Filters are KRSC ([C_out, *kernel, C_in]) for every algorithm in spconv 2.3.
-    def indice_conv(features, filters, indice_pairs, indice_pair_num, num_activate_out, *args, **kwargs):
-        if features.shape[0] == 0 and int(num_activate_out) == 0:
-            return features.new_zeros((0, filters.shape[0]))
-        return conv(features, filters, indice_pairs, indice_pair_num, num_activate_out, *args, **kwargs)
+    def _conv_forward(self, training, input, weight, bias, *args, **kwargs):
+        if input.features.shape[0] > 0:
+            return original(self, training, input, weight, bias, *args, **kwargs)
+        # Zero input sites give zero output sites; only the output's spatial shape (and, for a
+        # strided conv, the record its inverse conv looks up) must be right.
+        shape = list(input.spatial_shape)
+        indice_dict = input.indice_dict.copy()
+        if self.inverse:
+            datas = input.find_indice_pair(self.indice_key)
+            if datas is None:
+                raise ValueError(f"inverse conv: no indice data for key {self.indice_key!r}")
+            out_shape = list(datas.spatial_shape)
+        elif self.subm:
+            out_shape = shape
+        else:
+            if self.transposed:
+                out_shape = sp_ops.get_deconv_output_size(shape, self.kernel_size, self.stride, self.padding,
+                                                          self.dilation, self.output_padding)
+            else:
+                out_shape = sp_ops.get_conv_output_size(shape, self.kernel_size, self.stride, self.padding,
+                                                        self.dilation)
+            if self.indice_key is not None and self.indice_key not in indice_dict:
+                indice_dict[self.indice_key] = _EmptyIndices(shape, list(out_shape))
+        # [0, C_out], still a function of the features and the weights: backward gives zero gradients.
+        feats = input.features.new_zeros((0, self.out_channels)) + (input.features.sum() + weight.sum()) * 0
+        out = input.shadow_copy().replace_feature(feats)
+        out.indices = input.indices[:0]
+        out.indice_dict = indice_dict
+        out.spatial_shape = out_shape
+        return out
 
-    def indice_conv_backward(features, filters, out_bp, *args, **kwargs):
-        if features.shape[0] == 0 or out_bp.shape[0] == 0:
-            return torch.zeros_like(features), torch.zeros_like(filters)
-        return conv_bwd(features, filters, out_bp, *args, **kwargs)
-
-    def implicit_gemm(features, filters, pair_fwd, pair_mask_fwd_splits, mask_argsort_fwd_splits,
-                      num_activate_out, *args, **kwargs):
-        if features.shape[0] == 0 and int(num_activate_out) == 0:
-            dtype = kwargs.get("output_dtype") or features.dtype
-            return features.new_zeros((0, filters.shape[0]), dtype=dtype), None, 0
-        return gemm(features, filters, pair_fwd, pair_mask_fwd_splits, mask_argsort_fwd_splits,
-                    num_activate_out, *args, **kwargs)
-
-    def implicit_gemm_backward(features, filters, out_bp, *args, **kwargs):
-        if features.shape[0] == 0 or out_bp.shape[0] == 0:
-            return torch.zeros_like(features), torch.zeros_like(filters)
-        return gemm_bwd(features, filters, out_bp, *args, **kwargs)
-
-    for fn, original in ((indice_conv, conv), (indice_conv_backward, conv_bwd), (implicit_gemm, gemm),
-                         (implicit_gemm_backward, gemm_bwd)):
-        fn._vision3d_patched = True  # type: ignore[attr-defined]
-        fn.__wrapped__ = original  # type: ignore[attr-defined]
-    # spconv.pytorch.functional calls them as `ops.<name>`, so rebinding the module attributes suffices.
-    sp_ops.indice_conv, sp_ops.indice_conv_backward = indice_conv, indice_conv_backward
-    sp_ops.implicit_gemm, sp_ops.implicit_gemm_backward = implicit_gemm, implicit_gemm_backward
+    _conv_forward._vision3d_empty = True  # type: ignore[attr-defined]
+    _conv_forward.__wrapped__ = original  # type: ignore[attr-defined]
+    base._conv_forward = _conv_forward
 
 
 def import_spconv():
