@@ -50,25 +50,6 @@ def test_default_config_runs_end_to_end_and_outputs_load_back(tiny_scene, tmp_pa
     assert [v["split"] for v in cams].count("train") == 4
 
 
-def test_photos_without_poses_use_pycolmap(photo_folder, tiny_scene, tmp_path):
-    """A plain folder of photos: poses come from pycolmap and agree with the renderer's cameras."""
-    from vision3d.io.nerfstudio import read_transforms
-    from vision3d.recon.poses import align_sim3, pose_errors, transform_cameras
-    from vision3d.io.cameras_json import read_cameras_json
-
-    job = load_job(REPO_ROOT / "configs" / "default.yaml", [f"data={photo_folder}", *TINY])
-    res = run_job(job, out=tmp_path / "run", quiet=True)
-    assert res.metrics["cameras"]["pose_source"] == "colmap"
-    assert res.metrics["cameras"]["n_registered"] == 4
-    est, splits, _ = read_cameras_json(res.artifacts["cameras"])
-    assert splits == ["train"] * 4
-    gt = read_transforms(tiny_scene).cameras[[0, 1, 2, 3]]
-    err = pose_errors(transform_cameras(est, *align_sim3(est, gt)), gt)
-    assert err["rot_err_deg_max"] < 3.0
-    assert "no held-out views" in res.metrics["evaluate"]["note"]
-    assert (res.run_dir / "train" / "splat.ply").is_file()
-
-
 @pytest.mark.parametrize("name", ["default", "sparse_view_vanilla", "sparse_view_fast", "sparse_view_quality",
                                   "sparse_view_depth_rank", "sparse_view_coherent", "sparse_view_object",
                                   "sparse_view_posefree"])

@@ -23,53 +23,66 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from vision3d.core.cameras import Cameras
 from vision3d.errors import UserError
+from vision3d.recon.pose_checks import CheckOptions, CheckReport
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class SfMOptions:
-    """Knobs of the few-view SfM (defaults work for 2-4 photos of 256-1024 px).
+#: Values of :attr:`SfMOptions.matcher`: ``auto`` and the names of :data:`vision3d.recon.matching.MATCHERS`.
+MatcherName = Literal["auto", "aliked", "disk", "xfeat", "xfeat-mnn", "sift"]
+#: The matchers ``matcher: auto`` pools (chosen on the tuning half of the benchmark grid).
+AUTO_MATCHERS: tuple[str, ...] = ("sift", "xfeat")
 
-    Attributes:
-        focal_factor: focal-length prior as a multiple of max(w, h) pixels
-            (1.2 is COLMAP's own EXIF-less default, about a 45 degree field of view).
-        refine_focal: let bundle adjustment refine the shared focal length.
-        max_features: SIFT features per image.
-        min_inliers: minimum verified matches for an image pair and for the
-            initial pair (COLMAP defaults 15 / 100).
-        init_min_tri_angle: minimum triangulation angle of the initial pair,
-            degrees (COLMAP default 16; few wide-baseline photos need less).
-        abs_pose_min_inliers: 2D-3D inliers to register a further image (default 30).
-        affine_shape: affine-adapted SIFT (many more matches across the 45-90 degree
-            viewpoint changes of 2-4 photos around an object; ~2x slower extraction).
-        feature_side: photos whose longer side is below this many pixels are
-            upsampled by an integer factor for feature extraction only (a 256 px
-            photo gives ~600 SIFT features, too few; at 512 px, ~1300). Camera
-            parameters and keypoints are scaled back exactly.
-        domain_size_pooling: DSP-SIFT descriptors (slower; not better here).
-        num_threads: threads for extraction, matching and mapping.
+
+class SfMOptions(BaseModel):
+    """Settings of the few-view pose recovery (defaults work for 2-4 photos of 256-1024 px).
+
+    The ``cameras`` stage's parameters are these plus the stage's own (see
+    :class:`vision3d.recon.stages.CamerasParams`).
     """
 
-    focal_factor: float = 1.2
-    refine_focal: bool = True
-    max_features: int = 4096
-    min_inliers: int = 15
-    init_min_tri_angle: float = 4.0
-    abs_pose_min_inliers: int = 12
-    affine_shape: bool = True
-    feature_side: int = 512
-    domain_size_pooling: bool = False
-    num_threads: int = 2
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    matcher: MatcherName = Field("auto", description="features and matcher: aliked, disk, xfeat (LightGlue / "
+                                 "LighterGlue), xfeat-mnn, sift (COLMAP), or auto (the measured best combination)")
+    focal_factor: float = Field(1.2, gt=0.1, le=10, description="focal-length prior as a multiple of max(w, h) "
+                                "pixels (1.2: COLMAP's EXIF-less default, about a 45 degree field of view)")
+    refine_focal: bool = Field(True, description="let bundle adjustment refine the shared focal length")
+    max_features: int = Field(4096, ge=100, description="SIFT features per photo")
+    max_keypoints: int = Field(2048, ge=100, description="keypoints per photo of the learned matchers")
+    min_inliers: int = Field(15, ge=5, description="verified matches needed per photo pair")
+    init_min_tri_angle: float = Field(4.0, gt=0, le=30, description="min triangulation angle of the initial pair, "
+                                      "degrees (COLMAP's default 16 is for many photos)")
+    abs_pose_min_inliers: int = Field(12, ge=6, description="2D-3D inliers needed to register a further photo")
+    affine_shape: bool = Field(True, description="affine-adapted SIFT (many more matches across the 45-90 degree "
+                               "viewpoint changes of 2-4 photos around an object; ~2x slower extraction)")
+    domain_size_pooling: bool = Field(False, description="DSP-SIFT descriptors (slower; not better here)")
+    feature_side: int = Field(512, ge=64, description="photos are resized to about this many pixels on their "
+                              "longer side for feature extraction (SIFT: integer upsampling; a 256 px photo gives "
+                              "~600 SIFT features, too few); keypoints are scaled back exactly")
+    max_init_pairs: int = Field(6, ge=1, description="initial pairs the mapper starts from, best matched first "
+                                "(6: every pair of 4 photos)")
+    min_agreeing: int = Field(2, ge=1, description="solutions from different initial pairs or matchers that must "
+                              "agree before one is accepted (1: accept a lone solution that passes the checks)")
+    num_threads: int = Field(2, ge=1, description="threads for extraction, matching and mapping")
+    checks: CheckOptions = Field(default_factory=CheckOptions, description="thresholds of the checks a solution "
+                                 "must pass (vision3d.recon.pose_checks)")
+
+    @property
+    def matchers(self) -> tuple[str, ...]:
+        """The matchers whose solutions are pooled."""
+        return AUTO_MATCHERS if self.matcher == "auto" else (self.matcher,)
 
 
 @dataclass
@@ -85,6 +98,7 @@ class SfMResult:
             at +0.5), point_index [M] int64)``: which points the view sees and where,
             i.e. the view's sparse depth samples.
         unregistered: names of input photos not in the model.
+        checks: the values of the checks the solution passed (see :func:`choose_solution`).
     """
 
     cameras: Cameras
@@ -93,6 +107,7 @@ class SfMResult:
     errors: torch.Tensor
     observations: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     unregistered: list[str] = field(default_factory=list)
+    checks: dict = field(default_factory=dict)
 
     def sparse_depth(self, view: int) -> torch.Tensor:
         """[H, W] float32 z-depth (world units) at the view's observed keypoints, 0 elsewhere.
@@ -143,7 +158,7 @@ class SfMResult:
             ok = keep[pid]
             obs.append((uv[ok], new_index[pid[ok]]))
         return SfMResult(self.cameras, self.points[keep], self.colors[keep], self.errors[keep], obs,
-                         list(self.unregistered))
+                         list(self.unregistered), dict(self.checks))
 
     def save(self, path: Path) -> None:
         """Write to an ``.npz`` (read back with :func:`load_sfm`)."""
@@ -221,27 +236,51 @@ def _write_images(images: torch.Tensor, names: Sequence[str], folder: Path, fact
     return files
 
 
+def _reader_options(K: torch.Tensor | None, width: int, height: int, opts: SfMOptions):
+    """COLMAP's camera for the photos: PINHOLE with ``K`` [3, 3] when it is known, otherwise
+    SIMPLE_PINHOLE with the focal prior (rendered or exported photos have no EXIF: state the
+    prior rather than let COLMAP guess per photo). ``width``, ``height``: pixels of the files."""
+    import pycolmap
+
+    reader = pycolmap.ImageReaderOptions()
+    if K is not None:
+        k = K.double()
+        reader.camera_model = "PINHOLE"
+        reader.camera_params = f"{k[0, 0]:.6f},{k[1, 1]:.6f},{k[0, 2]:.6f},{k[1, 2]:.6f}"
+    else:
+        f = opts.focal_factor * max(width, height)
+        reader.camera_model = "SIMPLE_PINHOLE"
+        reader.camera_params = f"{f:.6f},{width / 2:.6f},{height / 2:.6f}"
+    return reader
+
+
+def _set_photo_cameras(db_path: Path, files: Sequence[str], Ks: torch.Tensor) -> None:
+    """Give each photo in ``db_path`` its own PINHOLE camera ``Ks[i]`` [3, 3] (pixels of the files)."""
+    import pycolmap
+
+    with pycolmap.Database.open(str(db_path)) as db:
+        by_name = {im.name: im for im in db.read_all_images()}
+        for f, k in zip(files, Ks.double()):
+            cam = db.read_camera(by_name[f].camera_id)
+            cam.model = pycolmap.CameraModelId.PINHOLE
+            cam.params = [float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2])]
+            db.update_camera(cam)
+
+
 def _extract_and_match(db: Path, img_dir: Path, files: list[str], width: int, height: int,
-                       K: torch.Tensor | None, opts: SfMOptions, seed: int, factor: int = 1,
-                       per_image: bool = False) -> None:
+                       K: torch.Tensor | None, opts: SfMOptions, seed: int, factor: int = 1) -> None:
     """SIFT + exhaustive matching into ``db``; ``width``, ``height``, ``K`` are of the
-    original photos, the files in ``img_dir`` are ``factor`` times larger."""
+    original photos, the files in ``img_dir`` are ``factor`` times larger. ``K``: None
+    (focal prior, one shared camera), [3, 3] (known, shared) or [N, 3, 3] (known, one
+    camera per photo)."""
     import pycolmap
 
     width, height = width * factor, height * factor
     if K is not None:
         K = K.clone()
-        K[:2] *= factor  # continuous pixel coordinates (centres at +0.5) scale exactly
-
-    reader = pycolmap.ImageReaderOptions()
-    if K is not None:  # known intrinsics: a PINHOLE camera with exactly these parameters
-        k = K.double()
-        reader.camera_model = "PINHOLE"
-        reader.camera_params = f"{k[0, 0]:.6f},{k[1, 1]:.6f},{k[0, 2]:.6f},{k[1, 2]:.6f}"
-    else:  # no EXIF in rendered/exported photos: state the prior instead of COLMAP guessing per image
-        f = opts.focal_factor * max(width, height)
-        reader.camera_model = "SIMPLE_PINHOLE"
-        reader.camera_params = f"{f:.6f},{width / 2:.6f},{height / 2:.6f}"
+        K[..., :2, :] *= factor  # continuous pixel coordinates (centres at +0.5) scale exactly
+    per_photo = K is not None and K.dim() == 3
+    reader = _reader_options(K[0] if per_photo else K, width, height, opts)
     ext = pycolmap.FeatureExtractionOptions()
     ext.num_threads = opts.num_threads
     ext.sift.max_num_features = opts.max_features
@@ -252,11 +291,54 @@ def _extract_and_match(db: Path, img_dir: Path, files: list[str], width: int, he
     ext.sift.edge_threshold = 20.0
     if factor > 1:
         ext.sift.first_octave = 0  # already upsampled: a further 2x costs 4x the matching for little gain
-    pycolmap.extract_features(db, img_dir, image_names=files, camera_mode=pycolmap.CameraMode.PER_IMAGE if per_image else pycolmap.CameraMode.SINGLE,
-                              reader_options=reader, extraction_options=ext, device=pycolmap.Device.cpu)
+    mode = pycolmap.CameraMode.PER_IMAGE if per_photo else pycolmap.CameraMode.SINGLE
+    pycolmap.extract_features(db, img_dir, image_names=files, camera_mode=mode, reader_options=reader,
+                              extraction_options=ext, device=pycolmap.Device.cpu)
+    if per_photo:  # before matching: the two-view verification uses each photo's intrinsics
+        _set_photo_cameras(db, files, K)
     match = pycolmap.FeatureMatchingOptions()
     match.num_threads = opts.num_threads
     match.guided_matching = True  # re-match along the verified epipolar geometry: more inliers per pair
+    verify = _verify_options(opts, seed)
+    pycolmap.match_exhaustive(db, matching_options=match, verification_options=verify, device=pycolmap.Device.cpu)
+
+
+def _learned_extract_and_match(db: Path, img_dir: Path, files: list[str], images: torch.Tensor,
+                               K: torch.Tensor | None, opts: SfMOptions, seed: int, matcher: str) -> None:
+    """Learned features and matches of every photo pair into ``db``, then COLMAP's two-view
+    geometry verification; ``images`` [N, H, W, 3] are the photos written as ``files`` in ``img_dir``."""
+    import pycolmap
+
+    from vision3d.recon.matching import MatcherOptions, load_matcher
+    from vision3d.utils.threads import cpu_threads
+
+    H, W = images.shape[1:3]
+    reader = _reader_options(K, W, H, opts)
+    pycolmap.Database.open(str(db)).close()  # import_images wants an existing database
+    pycolmap.import_images(db, img_dir, pycolmap.CameraMode.SINGLE, image_names=files, options=reader)
+    matcher = load_matcher(matcher, MatcherOptions(max_keypoints=opts.max_keypoints,
+                                                        feature_side=opts.feature_side))
+    # on a CPU shared with other processes torch's threads wait for each other (10-100x slower
+    # here): cpu_threads picks the faster of all threads and one
+    with cpu_threads("cpu"):
+        feats = [matcher.extract(img) for img in images]
+        matches = {(a, b): matcher.match(feats[a], feats[b])[0]
+                   for a in range(len(files)) for b in range(a + 1, len(files))}
+    with pycolmap.Database.open(str(db)) as d:
+        ids = {im.name: im.image_id for im in d.read_all_images()}
+        for f, ft in zip(files, feats):
+            d.write_keypoints(ids[f], ft.keypoints.numpy().astype(np.float32))
+        for (a, b), pairs in matches.items():
+            d.write_matches(ids[files[a]], ids[files[b]], pairs.numpy().astype(np.uint32))
+    verify = _verify_options(opts, seed)
+    vo = pycolmap.GeometricVerifierOptions()
+    vo.num_threads = opts.num_threads
+    pycolmap.geometric_verification(db, verifier_options=vo, two_view_geometry_options=verify)
+
+
+def _verify_options(opts: SfMOptions, seed: int):
+    import pycolmap
+
     verify = pycolmap.TwoViewGeometryOptions()
     verify.min_num_inliers = opts.min_inliers
     verify.ransac.random_seed = seed
@@ -266,7 +348,8 @@ def _extract_and_match(db: Path, img_dir: Path, files: list[str], width: int, he
     # photos every pair looks like that. Only call it planar when (almost) nothing is off the plane.
     verify.max_H_inlier_ratio = 0.97
     verify.min_E_F_inlier_ratio = 0.8
-    pycolmap.match_exhaustive(db, matching_options=match, verification_options=verify, device=pycolmap.Device.cpu)
+    verify.compute_relative_pose = True  # cam2_from_cam1 of each pair, for the loop-consistency check
+    return verify
 
 
 def _pair_inliers(db_path: Path) -> dict[str, int]:
@@ -327,104 +410,263 @@ _HOW_TO_FIX = ("take the photos with more overlap (neighbouring photos sharing m
                "poses (a transforms.json or COLMAP model in the data folder)")
 
 
+@dataclass
+class Candidate:
+    """One pose solution: which matcher and initial pair made it, the model, and its checks.
+
+    Attributes:
+        matcher: matcher name. init_pair: the two photo indices the mapper started from.
+        refine_focal: whether bundle adjustment refined the focal length.
+        result: the model (every photo registered). report: its :class:`CheckReport`.
+    """
+
+    matcher: str
+    init_pair: tuple[int, int]
+    refine_focal: bool
+    result: SfMResult
+    report: CheckReport
+
+
+def _read_pairs(db_path: Path, files: Sequence[str]) -> list:
+    """The verified two-view geometries in ``db_path`` as :class:`PairGeometry` (photo indices)."""
+    import pycolmap
+
+    from vision3d.recon.pose_checks import PairGeometry
+
+    out = []
+    with pycolmap.Database.open(str(db_path)) as db:
+        index = {im.image_id: files.index(im.name) for im in db.read_all_images()}
+        pair_ids, geoms = db.read_two_view_geometries()
+        for pid, g in zip(pair_ids, geoms):
+            a, b = pycolmap.pair_id_to_image_pair(pid)
+            i, j = index[a], index[b]
+            R = None
+            if g.cam2_from_cam1 is not None:
+                R = np.asarray(g.cam2_from_cam1.rotation.matrix(), dtype=np.float64)
+            if i > j:
+                i, j = j, i
+                R = None if R is None else R.T
+            config = pycolmap.TwoViewGeometryConfiguration(g.config).name
+            out.append(PairGeometry(i, j, config, len(g.inlier_matches), R))
+    return out
+
+
+def _mapper_options(opts: SfMOptions, seed: int, refine: bool, init_ids: tuple[int, int] | None):
+    import pycolmap
+
+    mo = pycolmap.IncrementalPipelineOptions()
+    mo.num_threads = opts.num_threads
+    mo.random_seed = seed
+    mo.min_model_size = 2  # COLMAP discards models of < 10 images by default
+    mo.min_num_matches = opts.min_inliers
+    mo.multiple_models = False
+    mo.extract_colors = True
+    mo.ba_refine_focal_length = refine
+    mo.ba_refine_principal_point = False
+    mo.ba_refine_extra_params = False
+    mo.init_num_trials = 400
+    if init_ids is not None:
+        mo.init_image_id1, mo.init_image_id2 = init_ids
+        mo.init_num_trials = 4  # the same pair every trial: a pair that fails 4 times fails (400 cost 17 s)
+    mo.mapper.init_min_num_inliers = max(opts.min_inliers, 20)
+    mo.mapper.init_min_tri_angle = opts.init_min_tri_angle
+    mo.mapper.init_max_forward_motion = 0.99
+    mo.mapper.init_max_reg_trials = 10  # default 2 would exclude a photo after two failed initial pairs
+    mo.mapper.abs_pose_min_num_inliers = opts.abs_pose_min_inliers
+    mo.mapper.abs_pose_min_inlier_ratio = 0.15
+    mo.mapper.abs_pose_refine_focal_length = refine
+    mo.mapper.abs_pose_refine_extra_params = False
+    mo.mapper.random_seed = seed
+    mo.mapper.max_reg_trials = 6
+    mo.mapper.filter_min_tri_angle = 1.0
+    mo.triangulation.random_seed = seed
+    mo.triangulation.ignore_two_view_tracks = False  # with 2-4 views most tracks are two-view
+    mo.triangulation.min_angle = 1.0
+    return mo
+
+
+def solve_candidates(images: torch.Tensor, names: Sequence[str], work_dir: Path, matcher: str, *,
+                     K: torch.Tensor | None = None, options: SfMOptions | None = None,
+                     seed: int = 0) -> tuple[list[Candidate], dict[str, int], set[str]]:
+    """Every pose solution one matcher yields: one incremental mapping per initial pair
+    (and focal refined / fixed), each model with all photos registered, with its checks.
+
+    Args:
+        images: [N, H, W, 3] float32 photos in [0, 1]. names: N unique names.
+        work_dir: scratch folder (emptied first). matcher: a :data:`~vision3d.recon.matching.MATCHERS` name.
+        K: optional [3, 3] known shared intrinsics (fixed). options: :class:`SfMOptions`. seed: RANSAC/mapper seed.
+    Returns:
+        (candidates, per photo name the most verified matches it shares with another photo,
+        the names of the photos that some model registered).
+    """
+    import pycolmap
+
+    from vision3d.recon.pose_checks import check_model
+
+    opts = options or SfMOptions()
+    work_dir = Path(work_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    img_dir = work_dir / "images"
+    H, W = images.shape[1:3]
+    factor = _feature_factor(W, H, opts) if matcher == "sift" else 1
+    files = _write_images(images, names, img_dir, factor)
+    db = work_dir / "database.db"
+    pycolmap.set_random_seed(seed)
+    if matcher == "sift":
+        _extract_and_match(db, img_dir, files, W, H, K, opts, seed, factor)
+    else:
+        _learned_extract_and_match(db, img_dir, files, images, K, opts, seed, matcher)
+    best = _pair_inliers(db)
+    best = {n: best.get(f, 0) for n, f in zip(names, files)}
+    pairs = _read_pairs(db, files)
+    with pycolmap.Database.open(str(db)) as d:
+        ids = {im.name: im.image_id for im in d.read_all_images()}
+    # Every verified pair with enough inliers is an initial pair (at most 6 with 4 photos):
+    # the mapper's own choice (the most inliers) is the planar or repeated-pattern pair when
+    # there is one, and a solution only counts when another start confirms it.
+    starts = sorted((p for p in pairs if p.n_inliers >= max(opts.min_inliers, 20)), key=lambda p: -p.n_inliers)
+    refine_options = [True, False] if (opts.refine_focal and K is None) else [False]
+    prior_f = opts.focal_factor * max(W, H) if K is None else float(K[0, 0])
+    out: list[Candidate] = []
+    registered: set[str] = set()
+    for p in starts[: opts.max_init_pairs]:
+        for refine in refine_options:
+            sub = work_dir / f"sparse_{p.i}_{p.j}_{int(refine)}"
+            sub.mkdir(parents=True, exist_ok=True)
+            recs = pycolmap.incremental_mapping(
+                db, img_dir, sub, options=_mapper_options(opts, seed, refine, (ids[files[p.i]], ids[files[p.j]])))
+            if not recs:
+                continue
+            rec = max(recs.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
+            res = _result_from_reconstruction(rec, names, files, factor)
+            registered |= set(res.cameras.names)
+            if res.unregistered or len(res.points) == 0:
+                continue
+            # With 2-4 photos the focal length is weakly constrained: refining it can slide into a
+            # wrong-but-consistent model (seen: focal 0.56x the truth, 100 degree rotation errors).
+            if refine and not 0.7 <= float(res.cameras.K[0, 0, 0]) / prior_f <= 1.5:
+                continue
+            obs = [(uv.numpy(), pid.numpy()) for uv, pid in res.observations]
+            report = check_model(res.cameras, res.points.double().numpy(), res.errors.numpy(), obs, pairs,
+                                 list(names), opts.checks, images=images)
+            out.append(Candidate(matcher, (p.i, p.j), refine, res, report))
+    return out, best, registered
+
+
+def solution_disagreement(a: Cameras, b: Cameras) -> float:
+    """How far apart two solutions of the same photos (same order) are, degrees: the mean
+    rotation error of ``b`` against ``a`` after the similarity that aligns them, the measure
+    the benchmark uses against the truth (:func:`align_sim3`, :func:`pose_errors`)."""
+    return pose_errors(transform_cameras(b, *align_sim3(b, a)), a)["rot_err_deg_mean"]
+
+
+def choose_solution(candidates: list[Candidate], names: Sequence[str], opts: SfMOptions,
+                    best_matches: dict[str, int], registered: set[str] = frozenset()) -> tuple[SfMResult, dict]:
+    """The accepted solution among ``candidates``, or a :class:`UserError` saying why none is.
+
+    The solutions that pass every check of :func:`~vision3d.recon.pose_checks.check_model`
+    are grouped (the same solution within ``checks.max_disagreement_deg``). The solutions are
+    accepted only when they all fall in one group (two passing layouts that differ mean the
+    photos are ambiguous; measured: accepting a clear majority let wrong solutions through)
+    holding solutions from at least ``opts.min_agreeing`` independent starts (initial pairs
+    or matchers). Within it, the solution with the most points.
+
+    ``best_matches`` (per photo, its most verified matches with another photo) and
+    ``registered`` (photos some partial model registered) make the message of a refusal.
+
+    Returns:
+        (the model, the check values for the stage's metrics).
+    Raises:
+        UserError: naming the photos, what failed, and what to do.
+    """
+    if not candidates:
+        missing = [n for n in names if n not in registered]
+        if registered and missing:
+            detail = ", ".join(f"{n} (best pair: {best_matches.get(n, 0)} matches)" for n in missing)
+            raise UserError(f"could not recover camera poses for {len(missing)} of {len(names)} photos: {detail}; "
+                            f"{_HOW_TO_FIX}")
+        detail = ", ".join(f"{n} ({best_matches.get(n, 0)} matches)" for n in names)
+        raise UserError(f"could not recover camera poses: no two photos share enough verified feature matches "
+                        f"for a solution of every photo; photos and their best verified matches: {detail}; "
+                        f"{_HOW_TO_FIX}")
+    passing = [c for c in candidates if c.report.passed]
+    if not passing:
+        worst = max(candidates, key=lambda c: len(c.result.points))
+        raise UserError(f"could not recover camera poses of {', '.join(names)} reliably: "
+                        f"{'; '.join(worst.report.failures)}; {_HOW_TO_FIX}")
+    tol = opts.checks.max_disagreement_deg
+    groups: list[list[Candidate]] = []
+    for c in sorted(passing, key=lambda c: -len(c.result.points)):
+        for g in groups:
+            if solution_disagreement(g[0].result.cameras, c.result.cameras) <= tol:
+                g.append(c)
+                break
+        else:
+            groups.append([c])
+
+    def starts(g: list[Candidate]) -> int:
+        return len({(c.matcher, c.init_pair) for c in g})
+
+    groups.sort(key=lambda g: -starts(g))
+    group = groups[0]
+    if len(groups) > 1:
+        d = solution_disagreement(group[0].result.cameras, groups[1][0].result.cameras)
+        raise UserError(f"could not recover camera poses of {', '.join(names)} reliably: two different camera "
+                        f"layouts fit the photos ({d:.0f} deg apart; a repeated pattern such as a checkerboard "
+                        f"or tiles, or a symmetric object?); {_HOW_TO_FIX}")
+    if starts(group) < opts.min_agreeing:
+        raise UserError(f"could not recover camera poses of {', '.join(names)} reliably: only one solution was "
+                        f"found and nothing independent confirms it (need {opts.min_agreeing} agreeing solutions "
+                        f"from different starting pairs or matchers); {_HOW_TO_FIX}")
+    chosen = group[0]
+    spread = max(solution_disagreement(chosen.result.cameras, c.result.cameras) for c in group)
+    metrics = {**chosen.report.values, "matcher": chosen.matcher, "n_solutions": len(candidates),
+               "n_solutions_passing": len(passing), "n_agreeing_starts": starts(group),
+               "n_disagreeing_starts": sum(starts(g) for g in groups[1:]), "agreement_deg": round(spread, 3)}
+    return chosen.result, metrics
+
+
 def _estimate_poses(images: torch.Tensor, names: Sequence[str], work_dir: Path, *,
-                   K: torch.Tensor | None = None, options: SfMOptions | None = None, seed: int = 0,
-                   min_points: int = 20) -> SfMResult:
-    """Estimate camera poses and sparse points from photos with pycolmap.
+                    K: torch.Tensor | None = None, options: SfMOptions | None = None, seed: int = 0) -> SfMResult:
+    """Estimate camera poses and sparse points from 2-4 photos, or refuse.
+
+    Matches every photo pair with each of ``options.matchers`` (learned features with
+    LightGlue, or COLMAP's SIFT), maps them with pycolmap's incremental mapper from every
+    well-matched initial pair, and accepts a solution only when the checks of
+    :mod:`vision3d.recon.pose_checks` pass and independent solutions agree
+    (:func:`choose_solution`): a wrong solution is refused, not returned.
 
     Args:
         images: [N, H, W, 3] float32 photos in [0, 1], N >= 2.
         names: N unique names (used for files and in messages).
-        work_dir: scratch folder for the COLMAP database (emptied first).
+        work_dir: scratch folder for the COLMAP databases (emptied first).
         K: optional [3, 3] known intrinsics (pixels) shared by all photos; fixed in
             bundle adjustment. Without it a SIMPLE_PINHOLE camera with focal prior
             ``focal_factor * max(W, H)`` is refined.
         options: :class:`SfMOptions`.
         seed: random seed for RANSAC and the mapper (results are reproducible).
-        min_points: fewer triangulated points than this counts as failure.
     Returns:
         :class:`SfMResult` with every photo registered, in an arbitrary similarity
-        frame (COLMAP's: scale and origin are not metric).
+        frame (COLMAP's: scale and origin are not metric); ``checks`` holds the
+        check values.
     Raises:
-        UserError: some photos could not be registered (named, with their best
-            match count), or the model is degenerate (too few points).
+        UserError: one line naming the photos, what failed and what to do.
     """
-    import pycolmap
-
     opts = options or SfMOptions()
     if len(names) < 2:
         raise UserError("pose estimation needs at least 2 photos")
     work_dir = Path(work_dir)
     shutil.rmtree(work_dir, ignore_errors=True)
-    img_dir = work_dir / "images"
-    H, W = images.shape[1:3]
-    factor = _feature_factor(W, H, opts)
-    files = _write_images(images, names, img_dir, factor)
-    db = work_dir / "database.db"
-    pycolmap.set_random_seed(seed)
-    _extract_and_match(db, img_dir, files, W, H, K, opts, seed, factor)
-
-    def mapper_options(refine: bool):
-        mo = pycolmap.IncrementalPipelineOptions()
-        mo.num_threads = opts.num_threads
-        mo.random_seed = seed
-        mo.min_model_size = 2  # COLMAP discards models of < 10 images by default
-        mo.min_num_matches = opts.min_inliers
-        mo.multiple_models = False
-        mo.extract_colors = True
-        mo.ba_refine_focal_length = refine
-        mo.ba_refine_principal_point = False
-        mo.ba_refine_extra_params = False
-        mo.init_num_trials = 400
-        mo.mapper.init_min_num_inliers = max(opts.min_inliers, 20)
-        mo.mapper.init_min_tri_angle = opts.init_min_tri_angle
-        mo.mapper.init_max_forward_motion = 0.99
-        mo.mapper.init_max_reg_trials = 10  # default 2 would exclude a photo after two failed initial pairs
-        mo.mapper.abs_pose_min_num_inliers = opts.abs_pose_min_inliers
-        mo.mapper.abs_pose_min_inlier_ratio = 0.15
-        mo.mapper.abs_pose_refine_focal_length = refine
-        mo.mapper.abs_pose_refine_extra_params = False
-        mo.mapper.random_seed = seed
-        mo.mapper.max_reg_trials = 6
-        mo.mapper.filter_min_tri_angle = 1.0
-        mo.triangulation.random_seed = seed
-        mo.triangulation.ignore_two_view_tracks = False  # with 2-4 views most tracks are two-view
-        mo.triangulation.min_angle = 1.0
-        return mo
-
-    # With 2-4 photos the focal length is weakly constrained: refining it can slide into a
-    # wrong-but-consistent model (seen: focal 0.56x the truth, 100 degree rotation errors).
-    # Map twice from the same matches, focal refined and focal fixed at the prior, and keep
-    # the model that registers more photos and explains more points; a refined focal far
-    # from the prior is not trusted.
-    refine_options = [True, False] if (opts.refine_focal and K is None) else [False]
-    prior_f = opts.focal_factor * max(W, H) if K is None else float(K[0, 0])
-    candidates = []
-    for refine in refine_options:
-        out = work_dir / f"sparse_{int(refine)}"
-        out.mkdir(parents=True, exist_ok=True)
-        recs = pycolmap.incremental_mapping(db, img_dir, out, options=mapper_options(refine))
-        if not recs:
-            continue
-        rec = max(recs.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
-        cand = _result_from_reconstruction(rec, names, files, factor)
-        f_ratio = float(cand.cameras.K[0, 0, 0]) / prior_f
-        if refine and not 0.7 <= f_ratio <= 1.5:
-            continue
-        candidates.append(((len(cand.cameras), len(cand.points)), cand))
-    best = _pair_inliers(db)
-    if not candidates:
-        detail = ", ".join(f"{n} ({best.get(f, 0)} matches)" for n, f in zip(names, files))
-        raise UserError(f"could not recover camera poses: no two photos share enough verified feature matches "
-                        f"(need {max(opts.min_inliers, 20)}); photos not registered: {detail}; {_HOW_TO_FIX}")
-    res = max(candidates, key=lambda c: c[0])[1]
-    if res.unregistered:
-        detail = ", ".join(f"{n} (best pair: {best.get(files[names.index(n)], 0)} matches)" for n in res.unregistered)
-        raise UserError(f"could not recover camera poses for {len(res.unregistered)} of {len(names)} photos: "
-                        f"{detail}; {_HOW_TO_FIX}")
-    if len(res.points) < min_points:
-        raise UserError(f"pose estimation is degenerate: only {len(res.points)} 3D points from "
-                        f"{', '.join(names)} (need {min_points}); {_HOW_TO_FIX}")
+    candidates: list[Candidate] = []
+    best: dict[str, int] = {}
+    registered: set[str] = set()
+    for m in opts.matchers:
+        cands, b, reg = solve_candidates(images, names, work_dir / m, m, K=K, options=opts, seed=seed)
+        candidates += cands
+        registered |= reg
+        best = {n: max(best.get(n, 0), b.get(n, 0)) for n in names}
+    res, metrics = choose_solution(candidates, names, opts, best, registered)
+    res.checks = metrics
     return res
 
 
@@ -452,9 +694,10 @@ def _triangulate_known_poses(images: torch.Tensor, cameras: Cameras, work_dir: P
     files = _write_images(images, names, img_dir, factor)
     db = work_dir / "database.db"
     pycolmap.set_random_seed(seed)
+    # one shared camera when the photos share their intrinsics, otherwise one camera per photo
     same_K = bool(torch.allclose(cameras.K, cameras.K[0:1].expand_as(cameras.K)))
-    _extract_and_match(db, img_dir, files, cameras.width, cameras.height, cameras.K[0] if same_K else None,
-                       opts, seed, factor, per_image=not same_K)
+    _extract_and_match(db, img_dir, files, cameras.width, cameras.height, cameras.K[0] if same_K else cameras.K,
+                       opts, seed, factor)
     # A reconstruction whose image/camera ids are the database's, with our poses.
     rec = pycolmap.Reconstruction()
     with pycolmap.Database.open(str(db)) as d:
@@ -493,6 +736,119 @@ def _triangulate_known_poses(images: torch.Tensor, cameras: Cameras, work_dir: P
                           cameras.K[[names.index(n) for n in res.cameras.names]].clone(),
                           cameras.width, cameras.height, list(res.cameras.names))
     return res
+
+
+class CameraConfig(SfMOptions):
+    """Settings of :func:`recover_cameras` (the ``cameras`` stage's parameters): where the
+    poses come from, and the pose recovery's :class:`SfMOptions`."""
+
+    source: Literal["auto", "given", "colmap"] = Field(
+        "auto", description="auto: poses from the data when it has them, else estimated from the photos; "
+        "colmap: always estimate")
+    triangulate: bool = Field(True, description="with given poses, triangulate SfM points (for init and the depth "
+                              "prior)")
+    use_given_intrinsics: bool = Field(False, description="colmap: fix K to the data's intrinsics instead of "
+                                       "estimating the focal")
+    outlier_ratio: float = Field(0.7, gt=0, le=1, description="drop SfM points whose depth is below this ratio (or "
+                                 "above its inverse) of their 8 image neighbours' median, in any view")
+    max_reproj_error: float = Field(2.0, gt=0, description="drop SfM points with a larger mean reprojection error (px)")
+    align_to_given: bool = Field(True, description="colmap with reference poses in the data: align the estimate to "
+                                 "them (similarity from training views only) so held-out views can be scored")
+
+
+@dataclass
+class CameraSolution:
+    """What :func:`recover_cameras` found.
+
+    Attributes:
+        cameras: every view that has a camera (training views, and held-out views whose
+            poses the data gives), OpenCV.
+        splits: ``"train"`` / ``"test"`` per camera.
+        sfm: the sparse model of the training views (outliers removed).
+        frame: a sentence saying which world frame the cameras are in.
+        metrics: pose source, check values, errors against the data's poses when it has them.
+    """
+
+    cameras: Cameras
+    splits: list[str]
+    sfm: SfMResult
+    frame: str
+    metrics: dict
+
+
+def recover_cameras(vf, cfg: CameraConfig, work_dir: Path, seed: int = 0, log=None) -> CameraSolution:
+    """Cameras of a view folder: the data's poses (triangulated into sparse points), or poses
+    estimated from the training photos (:func:`estimate_poses`), aligned to the data's poses
+    when it has them so that held-out views can be scored.
+
+    Args:
+        vf: a :class:`vision3d.recon.views.ViewFolder`.
+        cfg: :class:`CameraConfig`.
+        work_dir: scratch folder (removed at the end).
+        seed: RANSAC / mapper seed. log: a logger for progress lines (optional).
+    Raises:
+        UserError: ``source: given`` without poses in the data; photos whose poses cannot be
+            recovered reliably (from :func:`estimate_poses`).
+    """
+    t0 = time.perf_counter()
+    tr = vf.train
+    images = vf.load_images(tr)
+    names = [vf.names[i] for i in tr]
+    source = cfg.source
+    if source == "auto":
+        source = "given" if vf.has_poses else "colmap"
+    if source == "given" and not vf.has_poses:
+        raise UserError(f"stages.cameras.source: 'given', but {vf.root} has no poses (no transforms.json "
+                        "or COLMAP model in the data); use source: auto or colmap")
+    work_dir = Path(work_dir)
+    metrics: dict = {"pose_source": source}
+    if source == "given":
+        cams = vf.cameras(tr)
+        if cfg.triangulate:
+            sfm = triangulate_known_poses(images, cams, work_dir, options=cfg, seed=seed)
+        else:
+            sfm = SfMResult(cams, torch.zeros(0, 3), torch.zeros(0, 3), torch.zeros(0),
+                            [(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)) for _ in tr])
+        all_cams = vf.cameras()
+        frame = "given"
+    else:
+        K = vf.K[tr[0]] if (cfg.use_given_intrinsics and vf.has_poses) else None
+        if log is not None:
+            log.info(f"[cameras] estimating poses of {len(names)} photos ({', '.join(cfg.matchers)} features)")
+        sfm = estimate_poses(images, names, work_dir, K=K, options=cfg, seed=seed)
+        metrics["matcher"] = sfm.checks.get("matcher")
+        metrics.update({f"check_{k}": v for k, v in sfm.checks.items() if k != "matcher"})
+        metrics["focal_px"] = float(sfm.cameras.K[0, 0, 0])
+        frame = "colmap"
+        if vf.has_poses and cfg.align_to_given:
+            ref = vf.cameras(tr)
+            s, R, t = align_sim3(sfm.cameras, ref)
+            sfm.cameras = transform_cameras(sfm.cameras, s, R, t)
+            sfm.points = (torch.from_numpy(s * R).float() @ sfm.points.T).T + torch.from_numpy(t).float()
+            metrics.update(pose_errors(sfm.cameras, ref))
+            metrics["focal_err_rel"] = float((sfm.cameras.K[0, 0, 0] / ref.K[0, 0, 0] - 1).abs())
+            frame = "colmap, aligned to the data's poses (similarity fitted on training views)"
+            # held-out views keep their reference poses: they are what the evaluation compares against
+            w2c, Ks = vf.world_to_cam.clone(), vf.K.clone()
+            for k, i in enumerate(tr):
+                w2c[i] = sfm.cameras.world_to_cam[k]
+                Ks[i] = sfm.cameras.K[k]
+            all_cams = Cameras(w2c, Ks, vf.width, vf.height, list(vf.names))
+        else:
+            all_cams = Cameras(sfm.cameras.world_to_cam.clone(), sfm.cameras.K.clone(), vf.width, vf.height,
+                               list(names))
+    if len(sfm.points):
+        # wrong matches triangulate to points far off their neighbours' depth; a too-near one
+        # becomes a floater in the init and spreads through depth completion
+        bad = sfm.depth_outliers(k=8, ratio=cfg.outlier_ratio) | (sfm.errors > cfg.max_reproj_error)
+        sfm = sfm.without(bad)
+        metrics["n_outliers_removed"] = int(bad.sum())
+    shutil.rmtree(work_dir, ignore_errors=True)
+    splits = [vf.splits[vf.names.index(n)] for n in all_cams.names]
+    metrics.update({"n_registered": len(sfm.cameras), "n_points": int(len(sfm.points)),
+                    "mean_reproj_error_px": float(sfm.errors.mean()) if len(sfm.errors) else None,
+                    "seconds": time.perf_counter() - t0})
+    return CameraSolution(all_cams, splits, sfm, frame, metrics)
 
 
 def estimate_poses(*args, **kwargs) -> SfMResult:
@@ -602,5 +958,6 @@ def look_at_point(cams: Cameras) -> torch.Tensor:
     return torch.linalg.solve(A, b).float()
 
 
-__all__ = ["SfMOptions", "SfMResult", "estimate_poses", "triangulate_known_poses", "load_sfm",
+__all__ = ["SfMOptions", "CameraConfig", "CameraSolution", "recover_cameras", "SfMResult", "Candidate",
+           "estimate_poses", "solve_candidates", "choose_solution", "triangulate_known_poses", "load_sfm",
            "align_sim3", "transform_cameras", "pose_errors", "umeyama", "scene_scale", "look_at_point"]

@@ -81,112 +81,37 @@ class LoadViews(Stage):
 # ---------------------------------------------------------------------------- cameras
 
 
-class CamerasParams(StageParams):
-    source: Literal["auto", "given", "colmap"] = Field(
-        "auto", description="auto: poses from the data when it has them, else pycolmap; colmap: always estimate")
-    triangulate: bool = Field(True, description="with given poses, triangulate SfM points (for init and the depth prior)")
-    use_given_intrinsics: bool = Field(False, description="colmap: fix K to the data's intrinsics instead of estimating the focal")
-    focal_factor: float = Field(1.2, gt=0.1, le=10, description="focal-length prior as a multiple of max(w, h) pixels")
-    refine_focal: bool = Field(True, description="let bundle adjustment refine the shared focal length")
-    max_features: int = Field(4096, ge=100, description="SIFT features per photo")
-    min_inliers: int = Field(15, ge=5, description="verified matches needed per photo pair")
-    init_min_tri_angle: float = Field(4.0, gt=0, le=30, description="min triangulation angle of the initial pair, degrees")
-    abs_pose_min_inliers: int = Field(12, ge=6, description="2D-3D inliers needed to register a further photo")
-    affine_shape: bool = Field(True, description="affine-adapted SIFT (more matches across large viewpoint changes)")
-    feature_side: int = Field(512, ge=64, description="upsample smaller photos to about this size for feature extraction")
-    outlier_ratio: float = Field(0.7, gt=0, le=1, description="drop SfM points whose depth is below this ratio (or "
-                                 "above its inverse) of their 8 image neighbours' median, in any view")
-    max_reproj_error: float = Field(2.0, gt=0, description="drop SfM points with a larger mean reprojection error (px)")
-    align_to_given: bool = Field(True, description="colmap with reference poses in the data: align the estimate to them "
-                                 "(similarity from training views only) so held-out views can be scored")
+from vision3d.recon.poses import CameraConfig  # noqa: E402  (the cameras stage's schema is the method's config)
+
+
+class CamerasParams(CameraConfig, StageParams):
+    """:class:`vision3d.recon.poses.CameraConfig` as stage parameters."""
 
 
 @register_stage
 class SfMCameras(Stage):
     name = "sfm_cameras"
-    description = "Camera poses from the data, or estimated from the photos with pycolmap (few-view SfM)."
+    description = ("Camera poses from the data, or estimated from the photos (learned or SIFT features, pycolmap) "
+                   "and accepted only when checks without ground truth pass.")
     Params = CamerasParams
     inputs = ("views",)
     outputs = ("cameras",)
 
     def run(self, ctx: StageContext, params: CamerasParams) -> dict:
-        from vision3d.recon import poses as P
+        from vision3d.recon.poses import recover_cameras
 
         vf = read_view_folder(ctx.input("views"))
         out = ctx.output_dir("cameras")
-        tr, te = vf.train, vf.test
-        images = vf.load_images(tr)
-        names = [vf.names[i] for i in tr]
-        opts = P.SfMOptions(focal_factor=params.focal_factor, refine_focal=params.refine_focal,
-                            max_features=params.max_features, min_inliers=params.min_inliers,
-                            init_min_tri_angle=params.init_min_tri_angle,
-                            abs_pose_min_inliers=params.abs_pose_min_inliers, affine_shape=params.affine_shape,
-                            feature_side=params.feature_side)
-        source = params.source
-        if source == "auto":
-            source = "given" if vf.has_poses else "colmap"
-        if source == "given" and not vf.has_poses:
-            raise UserError(f"stages.cameras.source: 'given', but {ctx.input('views')} has no poses (no transforms.json "
-                            "or COLMAP model in the data); use source: auto or colmap")
-        work = ctx.staging_dir / ".colmap"
-        t0 = time.perf_counter()
-        metrics: dict = {"pose_source": source}
-        if source == "given":
-            cams = vf.cameras(tr)
-            if params.triangulate:
-                sfm = P.triangulate_known_poses(images, cams, work, options=opts, seed=ctx.seed)
-            else:
-                sfm = P.SfMResult(cams, torch.zeros(0, 3), torch.zeros(0, 3), torch.zeros(0),
-                                  [(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)) for _ in tr])
-            all_cams = vf.cameras()
-            frame = "given"
-        else:
-            K = vf.K[tr[0]] if (params.use_given_intrinsics and vf.has_poses) else None
-            ctx.log.info(f"[cameras] estimating poses of {len(names)} photos with pycolmap")
-            sfm = P.estimate_poses(images, names, work, K=K, options=opts, seed=ctx.seed)
-            frame = "colmap"
-            if vf.has_poses and params.align_to_given:
-                ref = vf.cameras(tr)
-                s, R, t = P.align_sim3(sfm.cameras, ref)
-                sfm.cameras = P.transform_cameras(sfm.cameras, s, R, t)
-                sfm.points = (torch.from_numpy(s * R).float() @ sfm.points.T).T + torch.from_numpy(t).float()
-                metrics.update(P.pose_errors(sfm.cameras, ref))
-                metrics["focal_px"] = float(sfm.cameras.K[0, 0, 0])
-                metrics["focal_err_rel"] = float((sfm.cameras.K[0, 0, 0] / ref.K[0, 0, 0] - 1).abs())
-                frame = "colmap, aligned to the data's poses (similarity fitted on training views)"
-                # held-out views keep their reference poses: they are what the evaluation compares against
-                w2c = vf.world_to_cam.clone()
-                Ks = vf.K.clone()
-                for k, i in enumerate(tr):
-                    w2c[i] = sfm.cameras.world_to_cam[k]
-                    Ks[i] = sfm.cameras.K[k]
-                all_cams = Cameras(w2c, Ks, vf.width, vf.height, list(vf.names))
-            else:
-                all_cams = Cameras(sfm.cameras.world_to_cam.clone(), sfm.cameras.K.clone(), vf.width, vf.height,
-                                   list(names))
-                metrics["focal_px"] = float(sfm.cameras.K[0, 0, 0])
-        if len(sfm.points):
-            # wrong matches triangulate to points far off their neighbours' depth; a too-near one
-            # becomes a floater in the init and spreads through depth completion
-            bad = sfm.depth_outliers(k=8, ratio=params.outlier_ratio) | (sfm.errors > params.max_reproj_error)
-            sfm = sfm.without(bad)
-            metrics["n_outliers_removed"] = int(bad.sum())
-        splits = [vf.splits[vf.names.index(n)] for n in all_cams.names]
-        # the held-out views without poses cannot be rendered: keep only views with cameras
-        _write_cameras(out / CAMERAS_JSON, all_cams, splits, frame)
-        sfm.save(out / "sfm.npz")
-        if len(sfm.points):
+        sol = recover_cameras(vf, params, ctx.staging_dir / ".colmap", seed=ctx.seed, log=ctx.log)
+        # the held-out views without poses cannot be rendered: only views with cameras are written
+        _write_cameras(out / CAMERAS_JSON, sol.cameras, sol.splits, sol.frame)
+        sol.sfm.save(out / "sfm.npz")
+        if len(sol.sfm.points):
             from vision3d.core.pointcloud import PointCloud
             from vision3d.io.ply import write_point_ply
 
-            write_point_ply(out / "sparse_points.ply", PointCloud(sfm.points, sfm.colors))
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
-        metrics.update({"n_registered": len(sfm.cameras), "n_points": int(len(sfm.points)),
-                        "mean_reproj_error_px": float(sfm.errors.mean()) if len(sfm.errors) else None,
-                        "seconds": time.perf_counter() - t0})
-        return metrics
+            write_point_ply(out / "sparse_points.ply", PointCloud(sol.sfm.points, sol.sfm.colors))
+        return sol.metrics
 
 
 # ---------------------------------------------------------------------------- depth prior
