@@ -191,7 +191,7 @@ def main() -> int:
             print(f"{s['half']:<9} {s['method']:<9} {s['sets']:3d} sets: correct {s['correct']:3d} "
                   f"({s['correct_pct']:.0f} %), refused {s['refused']:3d}, wrong {s['wrong']:3d}; "
                   f"median {s['median_s']:.1f} s, max {s['max_s']:.1f} s")
-    print(f"targets (reporting half): >= 75 % correct, 0 wrong; pose recovery well under a minute for 4 photos")
+    print("targets (reporting half): >= 75 % correct, 0 wrong; pose recovery well under a minute for 4 photos")
     if a.json:
         Path(a.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
     return 0

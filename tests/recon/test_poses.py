@@ -137,10 +137,10 @@ def test_folder_of_photos_without_poses_gets_recovered_poses(arc_scene, tmp_path
     with the renderer's cameras; there is nothing held out to score."""
     import shutil
 
+    from vision3d.io.cameras_json import read_cameras_json
     from vision3d.io.nerfstudio import read_transforms
     from vision3d.pipeline.config import REPO_ROOT, load_job
     from vision3d.pipeline.runner import run_job
-    from vision3d.io.cameras_json import read_cameras_json
 
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -119,7 +119,7 @@ def triangulation_angles_deg(centres: np.ndarray, points: np.ndarray,
         centres: [C, 3] camera centres. points: [P, 3].
         observations: per camera, ``(uv [M, 2], point_index [M])`` (only the indices are used).
     """
-    rays = [dict() for _ in range(len(points))]
+    rays: list[dict[int, np.ndarray]] = [{} for _ in range(len(points))]
     for c, (_, pid) in enumerate(observations):
         for p in np.asarray(pid).tolist():
             d = points[p] - centres[c]
@@ -168,7 +168,7 @@ def same_viewpoint_pairs(cams: Cameras, options: CheckOptions) -> list[tuple[int
 
 def check_model(cams: Cameras, points: np.ndarray, errors: np.ndarray,
                 observations: list[tuple[np.ndarray, np.ndarray]], pairs: list[PairGeometry],
-                names: list[str], options: CheckOptions = CheckOptions(),
+                names: list[str], options: CheckOptions | None = None,
                 images: torch.Tensor | None = None) -> CheckReport:
     """Measure a pose solution and list the checks it fails.
 
@@ -178,7 +178,7 @@ def check_model(cams: Cameras, points: np.ndarray, errors: np.ndarray,
         observations: per camera, ``(uv [M, 2] pixels, point_index [M])``.
         pairs: the verified two-view geometries of the photo pairs.
         names: the C photo names (for the messages).
-        options: thresholds.
+        options: thresholds (default :class:`CheckOptions`).
         images: [C, H, W, 3] the photos (for the same-viewpoint test; without them any two
             photos at the same viewpoint fail it).
     Returns:
@@ -186,7 +186,7 @@ def check_model(cams: Cameras, points: np.ndarray, errors: np.ndarray,
         ``mean_reproj_error_px``, ``median_tri_angle_deg``, ``max_pair_deviation_deg``
         (the pairs with enough inliers vs the model) and ``n_pairs_checked``.
     """
-    o = options
+    o = options or CheckOptions()
     rep = CheckReport()
     n_obs = [len(pid) for _, pid in observations]
     spreads = [spread(np.asarray(uv), cams.width, cams.height) for uv, _ in observations]

@@ -1,20 +1,24 @@
-"""Camera poses and sparse points from 2-4 photos with pycolmap.
+"""Camera poses and sparse points from 2-4 photos with pycolmap, never silently wrong.
 
-Two entry points:
+Entry points:
 
-* :func:`estimate_poses`: SIFT features, exhaustive matching and COLMAP's
-  incremental mapper tuned for very few views (see :class:`SfMOptions`): one
-  shared SIMPLE_PINHOLE camera with a focal-length prior of
-  ``focal_factor * max(w, h)`` (or a given ``K``), a model of 2 images is
-  accepted, and the initial pair needs far fewer inliers than COLMAP's
-  defaults (which assume dozens of photos). Photos that do not register make
-  it raise :class:`~vision3d.errors.UserError` naming them, rather than
-  returning a partial or degenerate model.
-* :func:`triangulate_known_poses`: the same features and matches, triangulated
-  with fixed, known cameras (COLMAP's point triangulator), for SfM-point
-  initialisation and sparse depth when ``transforms.json`` gives the poses.
+* :func:`estimate_poses`: features and matches of every photo pair (COLMAP's SIFT, or
+  learned features with LightGlue from :mod:`vision3d.recon.matching`), COLMAP's
+  two-view verification, then COLMAP's incremental mapper tuned for very few views
+  (see :class:`SfMOptions`: one shared SIMPLE_PINHOLE camera with a focal-length
+  prior of ``focal_factor * max(w, h)`` or a given ``K``, models of 2 photos, far
+  fewer inliers than COLMAP's defaults) started from every well-matched pair. A
+  solution is returned only when it passes the checks of
+  :mod:`vision3d.recon.pose_checks` and independent solutions agree
+  (:func:`choose_solution`); otherwise a one-line :class:`~vision3d.errors.UserError`
+  names the photos, what failed and what to do.
+* :func:`triangulate_known_poses`: SIFT matches triangulated with fixed, known
+  cameras (COLMAP's point triangulator; one camera per photo when their intrinsics
+  differ), for SfM-point initialisation and sparse depth when the data gives poses.
+* :func:`recover_cameras`: what the ``cameras`` stage runs (data poses or
+  :func:`estimate_poses`, alignment to reference poses, outlier removal).
 
-Both return an :class:`SfMResult` in our conventions (OpenCV cameras, world
+They return an :class:`SfMResult` in our conventions (OpenCV cameras, world
 units of the model). :func:`align_sim3` brings an estimated model into the
 frame of reference cameras (for evaluation against ground truth).
 """
