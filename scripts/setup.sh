@@ -28,7 +28,7 @@ CONSTRAINTS=${VISION3D_CONSTRAINTS:-constraints/cpu.txt}
 PIP=(.venv/bin/python -m pip -q --disable-pip-version-check)
 # Only reinstall when the dependency list changed since the last setup.
 stamp=.venv/.vision3d-setup
-want=$(cat pyproject.toml "$CONSTRAINTS" scripts/setup.sh | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml setup.py "$CONSTRAINTS" scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages (first time: a few minutes)"
   # (the grep hides pip's notes about local mirrors; pipefail keeps pip's exit code)

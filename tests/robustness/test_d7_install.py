@@ -1,4 +1,5 @@
-"""Defect 7: a non-editable install (a wheel) carries the pipelines and runs from any directory."""
+"""Defect 7: a non-editable install (a wheel) carries the pipelines and the job configs (the app's
+presets) and runs from any directory."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def _sources(dst):
         if (REPO / name).is_file():
             shutil.copy2(REPO / name, dst / name)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.egg-info", ".*")
-    for name in ("vision3d", "pipelines"):
+    for name in ("vision3d", "pipelines", "configs"):
         shutil.copytree(REPO / name, dst / name, ignore=skip)
 
 
@@ -34,7 +35,9 @@ def test_wheel_runs_every_discovery_command_from_another_directory(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = sorted(p.name for p in (REPO / "pipelines").glob("*.yaml"))
     assert {f"vision3d/pipelines/{n}" for n in shipped} <= names
-    assert not any(n.startswith(("tests/", "pipelines/")) for n in names), "only the vision3d package ships"
+    configs = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
+    assert {f"vision3d/configs/{n}" for n in configs} <= names
+    assert not any(n.startswith(("tests/", "pipelines/", "configs/")) for n in names), "only the vision3d package ships"
 
     site = tmp_path / "site"
     r = subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], capture_output=True, text=True,
@@ -55,3 +58,6 @@ def test_wheel_runs_every_discovery_command_from_another_directory(tmp_path):
     listed = run("-m", "vision3d", "pipelines")
     assert [line.split()[0] for line in listed.splitlines()] == [n[: -len(".yaml")] for n in shipped]
     assert "pipeline: sparse_view_splat" in run("-m", "vision3d", "config", "sparse_view_splat")
+    presets = run("-c", "from vision3d.app.presets import CONFIG_DIR, discover_presets; print(CONFIG_DIR); "
+                  "print(' '.join(p.path.name for p in discover_presets()))").split("\n")
+    assert presets[0].startswith(str(site)) and "default.yaml" in presets[1].split()

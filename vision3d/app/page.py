@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from vision3d.app.jobs import App
-from vision3d.app.presets import REPO_ROOT
 from vision3d.app.status import IDLE_HTML, error_html, status_html
 from vision3d.app.uploads import IMAGE_SUFFIXES, MAX_PHOTOS, MIN_PHOTOS, validate_photos
 from vision3d.errors import UserError
 
-ASSETS_DIR = REPO_ROOT / "assets"  # sample photos offered as examples
+# sample photos offered as examples: in a source checkout only (a wheel ships no assets/)
+ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets"
 
 CSS = """
 #v3d-header h1 { margin-bottom: 0.1em; }

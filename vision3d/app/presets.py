@@ -13,8 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "configs"
+
+
+def _config_dir() -> Path:
+    """The shipped job configs: the ``configs/`` folder, installed as the package ``vision3d.configs``."""
+    import importlib.resources
+
+    try:
+        return Path(str(importlib.resources.files("vision3d.configs")))
+    except ModuleNotFoundError:  # a source tree that was never installed
+        return Path(__file__).resolve().parents[2] / "configs"
+
+
+CONFIG_DIR = _config_dir()
 
 
 @dataclass

@@ -87,6 +87,12 @@ class Gaussians:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @staticmethod
+    def cat(parts: "list[Gaussians]") -> "Gaussians":
+        """One set of all ``parts`` (same SH degree), in order."""
+        return Gaussians(*(torch.cat([getattr(g, f) for g in parts]) for f in
+                           ("means", "quats", "log_scales", "opacity_logits", "sh")))
+
+    @staticmethod
     def from_points(points: torch.Tensor, colors: torch.Tensor, scale: torch.Tensor | float,
                     opacity: float = 0.1, sh_degree: int = 0) -> "Gaussians":
         """Isotropic Gaussians at ``points`` [N,3] with ``colors`` [N,3] in [0,1].

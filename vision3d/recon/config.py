@@ -67,6 +67,10 @@ class TrainConfig(BaseModel):
     free_space: float = Field(0.0, ge=0, lt=1, description="prune Gaussians in front of the trusted depth prior by "
                               "more than this fraction of its depth (0 = off; needs depth_prior)")
     hull_margin: float = Field(2.0, ge=0, description="tolerance in front of the hull, in hull voxels")
+    ground: bool = Field(False, description="the Gaussians the initialisation seeded on the ground (init.ground_fill) "
+                         "are not floaters (far ground is sparse), and what sinks below the ground is pruned")
+    ground_margin: float = Field(0.02, ge=0, description="ground: depth below the ground tolerated before pruning, "
+                                 "as a fraction of the camera rig's size")
     log_every: int = Field(0, ge=0, description="log the loss terms every n steps (0 = never)")
     threads: Optional[int] = Field(None, ge=1, description="CPU threads (default: all when the machine is otherwise "
                                    "idle, else 1 or all, whichever a quick probe finds faster right now)")

@@ -97,6 +97,110 @@ def gaussians_from_points(points: torch.Tensor, colors: torch.Tensor, *, opacity
     return Gaussians.from_points(points.float(), colors.float().clamp(0, 1), s, opacity=opacity, sh_degree=sh_degree)
 
 
+def ground_gaussians(cams: Cameras, images: torch.Tensor, depth: torch.Tensor, mask: torch.Tensor,
+                     normal: torch.Tensor, *, stride: int = 4, opacity: float = 0.1, thickness: float = 0.1,
+                     max_stretch: float = 10.0) -> Gaussians:
+    """Flat Gaussians on the ground, one per ``stride``-th ground pixel of each view, each the
+    size of the patch of ground those pixels cover.
+
+    A pixel of a photo taken at a grazing angle covers a long patch of ground: its footprint is
+    ``stride * z / f`` across the ray and ``1 / sin(grazing angle)`` times that along it. A
+    round disc as wide as the across-ray size would leave gaps along the ray that every
+    steeper view sees as holes; one as long as the along-ray size would blur across. So each
+    disc has the footprint's two axes (standard deviation half the spacing, so neighbours
+    blend), stretched at most ``max_stretch`` times, and is ``thickness`` times as thin.
+
+    Args:
+        cams: V views. images: [V, H, W, 3] colours. depth: [V, H, W] camera z of the ground.
+        mask: [V, H, W] bool pixels to seed. normal: [3] the ground's unit normal (up).
+    """
+    from vision3d.utils.rotations import quat_from_matrix
+
+    n = normal.double() / normal.double().norm()
+    means, cols, quats, scales = [], [], [], []
+    sl = (slice(stride // 2, None, stride), slice(stride // 2, None, stride))
+    for k in range(len(cams)):
+        ok = mask[k][sl] & (depth[k][sl] > 0)
+        if not ok.any():
+            continue
+        o, d = cams.pixel_rays(k)
+        d = d[sl][ok].double()
+        z = depth[k][sl][ok].double()
+        means.append((o[sl][ok].double() + z[:, None] * d).float())
+        cols.append(images[k][sl][ok].float())
+        across = stride * z / float(cams.K[k, 0, 0])
+        dhat = d / d.norm(dim=-1, keepdim=True)
+        sin = (dhat @ n).abs().clamp_min(1.0 / max_stretch)
+        along = dhat - (dhat @ n)[:, None] * n  # the ray's direction in the ground plane
+        along = along / along.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        side = torch.linalg.cross(n.expand_as(along), along)
+        R = torch.stack([along, side, n.expand_as(along)], -1)  # columns: local x, y, z
+        quats.append(torch.from_numpy(quat_from_matrix(R.numpy())).float())
+        scales.append(torch.stack([0.5 * across / sin, 0.5 * across, 0.5 * thickness * across], -1).float())
+    if not means:
+        return Gaussians.from_points(torch.zeros(0, 3), torch.zeros(0, 3), 1.0)
+    g = Gaussians.from_points(torch.cat(means), torch.cat(cols).clamp(0, 1), 1.0, opacity=opacity)
+    g.quats[:] = torch.cat(quats)
+    g.log_scales[:] = torch.cat(scales).clamp_min(1e-8).log()
+    return g
+
+
+def unseen_ground_gaussians(cams: Cameras, masks: torch.Tensor | None, plane, seeds: Gaussians, *,
+                            reach: float = 2.0, opacity: float = 0.95) -> Gaussians:
+    """Flat Gaussians on the patches of ground around the object that no photo sees.
+
+    Ground behind the object from every photo (and beyond every photo's frame) is on no
+    pixel, so nothing would be there and a novel view would look through the floor at the
+    background. Each unseen point of a grid on the plane (within ``reach`` times the
+    cameras' horizontal distance of the point they look at) gets a disc the grid's size in
+    the colour of the nearest seen ground (``seeds``, from :func:`ground_gaussians`): a guess,
+    but the floor goes on under and behind an object, usually in the colour around it. They
+    start opaque: no photo sees them, so training never changes them.
+
+    Args:
+        cams: the V views. masks: [V, H, W] bool object masks (a point under them is hidden), or None.
+        plane: :class:`~vision3d.recon.ground.GroundPlane`. seeds: the seen ground's Gaussians.
+    """
+    from scipy.spatial import cKDTree
+
+    from vision3d.core.gaussians import sh_to_rgb
+    from vision3d.recon.poses import look_at_point
+    from vision3d.utils.rotations import quat_from_matrix
+
+    if len(seeds) == 0:
+        return seeds
+    n = plane.normal.double()
+    c = look_at_point(cams).double()
+    c = c - (c @ n - plane.height) * n  # its foot on the ground
+    a = torch.linalg.cross(n, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    if a.norm() < 0.1:
+        a = torch.linalg.cross(n, torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+    a = a / a.norm()
+    b = torch.linalg.cross(n, a)
+    centres = cams.centers.double()
+    radius = reach * float(((centres - c) - ((centres - c) @ n)[:, None] * n).norm(dim=-1).max())
+    spacing = 2.0 * float(seeds.log_scales[:, 1].exp().median())
+    k = max(1, min(400, int(radius / max(spacing, 1e-9))))
+    t = torch.linspace(-radius, radius, 2 * k + 1, dtype=torch.float64)
+    gu, gv = torch.meshgrid(t, t, indexing="ij")
+    keep = gu ** 2 + gv ** 2 <= radius ** 2
+    pts = (c + gu[keep][:, None] * a + gv[keep][:, None] * b).float()
+    u, v, _, inside = cams.pixels(pts)
+    seen = inside
+    if masks is not None:  # behind the object in that photo
+        seen = seen & ~masks[torch.arange(len(cams))[:, None], v, u]
+    pts = pts[~seen.any(0)]
+    if len(pts) == 0:
+        return Gaussians.from_points(torch.zeros(0, 3), torch.zeros(0, 3), 1.0)
+    _, nn = cKDTree(seeds.means.numpy()).query(pts.numpy())
+    cols = sh_to_rgb(seeds.sh[torch.from_numpy(nn), 0])
+    g = Gaussians.from_points(pts, cols.clamp(0, 1), 1.0, opacity=opacity)
+    R = torch.stack([a, b, n], -1)
+    g.quats[:] = torch.from_numpy(quat_from_matrix(R.numpy())).float()
+    g.log_scales[:] = torch.tensor([0.6 * spacing, 0.6 * spacing, 0.06 * spacing]).log()
+    return g
+
+
 # ---------------------------------------------------------------------------- SfM and depth
 
 
@@ -378,7 +482,8 @@ class InitConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     method: Literal["auto", "sfm", "depth", "hull", "random"] = Field(
-        "auto", description="auto: hull with masks, else sfm (>= 100 points), else depth with a depth prior, else random")
+        "auto", description="auto: hull with masks, else sfm (>= 100 points), else depth with a depth prior, else "
+        "random; sfm falls back to random points (as 3DGS does) when the photos gave fewer than 4 SfM points")
     hull_fill: Literal["depth", "sfm", "none"] = Field(
         "sfm", description="hull: what initialises the scene outside the object masks")
     max_points: int = Field(40_000, ge=100, description="cap on initial Gaussians")
@@ -394,8 +499,11 @@ class InitConfig(BaseModel):
                             "prior does not reach (far ground, sky) on a shell at this multiple of the view's "
                             "farthest trusted depth (0 = off; needs depth_prior)")
     far_stride: int = Field(4, ge=1, le=32, description="far_fill: seed every n-th pixel")
-    far_plane: bool = Field(True, description="far_fill: put pixels whose ray meets the dominant plane of the SfM "
-                            "points (the table or ground, when there is one) on that plane instead of the shell")
+    far_plane: bool = Field(True, description="far_fill: put pixels whose ray meets the ground (the depth prior's, "
+                            "else the dominant plane of the SfM points) on it instead of the shell")
+    ground_fill: bool = Field(False, description="seed the pixels the depth prior found to show the ground (needs "
+                              "depth_prior.ground; nothing happens when it found none) as flat Gaussians on it, "
+                              "every far_stride-th pixel")
 
 
 @dataclass
@@ -407,15 +515,18 @@ class Initialisation:
         hull: the visual hull when the views have object masks (the training stage's hull
             constraint reuses it), else None.
         metrics: the method used and point counts.
+        ground_ids: [N] bool, the Gaussians seeded on the ground (``ground_fill``), or None.
     """
 
     gaussians: Gaussians
     hull: VisualHull | None
     metrics: dict
+    ground_ids: torch.Tensor | None = None
 
 
 def initial_gaussians(cams: Cameras, images: torch.Tensor, masks: torch.Tensor | None, sfm,
                       prior: torch.Tensor | None, valid: torch.Tensor | None, cfg: InitConfig, *,
+                      ground=None, ground_mask: torch.Tensor | None = None,
                       seed: int = 0, where: str = "the data") -> Initialisation:
     """Initial Gaussians for the training views, by ``cfg.method``.
 
@@ -425,6 +536,8 @@ def initial_gaussians(cams: Cameras, images: torch.Tensor, masks: torch.Tensor |
         sfm: :class:`~vision3d.recon.poses.SfMResult` of the training views (points may be empty).
         prior, valid: [V, H, W] depth prior and where it is trusted (the ``depth_prior`` stage), or None.
         cfg: :class:`InitConfig`.
+        ground, ground_mask: the depth prior's :class:`~vision3d.recon.ground.GroundPlane` and its
+            [V, H, W] bool ground pixels, or None.
         seed: seeds subsampling, RANSAC and random points.
         where: names the data in error messages.
     Raises:
@@ -442,10 +555,15 @@ def initial_gaussians(cams: Cameras, images: torch.Tensor, masks: torch.Tensor |
         raise UserError(f"stages.init.method: 'hull' needs object masks (a masks/ folder or mask_path in "
                         f"transforms.json) in {where}; add masks or use 'depth' / 'sfm'")
     if method == "sfm" and len(sfm.points) < 4:
-        raise UserError("stages.init.method: 'sfm', but there are no SfM points (the photos did not match); "
-                        "use 'random' or 'hull'")
-    lo, hi = scene_box(cams, sfm.points if len(sfm.points) else None)
+        # 3DGS starts from random points when a capture has no point cloud; so does its preset here
+        method = "random"
+        m_fallback = "sfm -> random (fewer than 4 SfM points)"
+    else:
+        m_fallback = None
+    lo, hi = scene_box(cams, sfm.points if len(sfm.points) >= 8 else None)
     m: dict = {"method": method}
+    if m_fallback:
+        m["fallback"] = m_fallback
 
     def depth_points(exclude_masks: bool) -> tuple[torch.Tensor, torch.Tensor]:
         ps, cs = [], []
@@ -460,7 +578,9 @@ def initial_gaussians(cams: Cameras, images: torch.Tensor, masks: torch.Tensor |
 
     hull = None
     if masks is not None:
-        hull = carve_visual_hull(cams, masks, lo, hi, resolution=cfg.hull_resolution)
+        # the masks bound the object better than a few SfM points do (on a checkerboard most are
+        # wrong matches): search the whole region the cameras look at
+        hull = carve_visual_hull(cams, masks, *scene_box(cams, None), resolution=cfg.hull_resolution)
         m["hull_voxels"] = int(hull.occ.sum())
     if method == "sfm":
         pts, cols = sfm_points(sfm, cfg.max_sfm_error)
@@ -484,17 +604,37 @@ def initial_gaussians(cams: Cameras, images: torch.Tensor, masks: torch.Tensor |
     if len(pts) == 0:
         raise UserError(f"init method {method!r} produced no points; use 'random'")
     pts, cols = subsample(pts, cols, cfg.max_points, seed)
+    flat = None
+    if cfg.ground_fill and ground is not None:
+        flat = ground_gaussians(cams, images, prior, ground_mask, ground.normal, stride=cfg.far_stride,
+                                opacity=cfg.opacity)
+        unseen = unseen_ground_gaussians(cams, masks, ground, flat)
+        m["n_unseen_ground_points"] = int(len(unseen))
+        flat = Gaussians.cat([flat, unseen])
+        if len(flat):
+            # nothing is under the ground: a visual hull's cone below the object, stray points
+            above = ground.distance(pts) > -float(flat.log_scales[:, 1].exp().median())
+            m["n_below_ground_removed"] = int((~above).sum())
+            pts, cols = pts[above], cols[above]
+        m["n_ground_points"] = int(len(flat))
     if cfg.far_fill > 0:
         if prior is None:
             raise UserError("stages.init.far_fill needs the depth_prior stage; add it to the pipeline or set 0")
         plane = None
-        if cfg.far_plane and len(sfm.points) >= 20:
+        if cfg.far_plane and ground is not None:
+            plane = ground.plane
+        elif cfg.far_plane and len(sfm.points) >= 20:
             ext = float((sfm.points.quantile(0.95, 0) - sfm.points.quantile(0.05, 0)).norm())
             plane = fit_support_plane(sfm.points, 0.01 * ext, seed=seed)
-            m["support_plane"] = None if plane is None else [round(float(x), 5) for x in plane]
+        if plane is not None:
+            m["support_plane"] = [round(float(x), 5) for x in plane]
         fp, fc = far_shell_points(prior, valid, images, cams, cfg.far_fill, cfg.far_stride, exclude=masks, plane=plane)
         pts, cols = torch.cat([pts, fp]), torch.cat([cols, fc])
         m["n_far_points"] = int(len(fp))
     g = gaussians_from_points(pts, cols, opacity=cfg.opacity)
+    ground_ids = None
+    if flat is not None:
+        ground_ids = torch.cat([torch.zeros(len(g), dtype=torch.bool), torch.ones(len(flat), dtype=torch.bool)])
+        g = Gaussians.cat([g, flat])
     m["n_gaussians"] = int(len(g))
-    return Initialisation(g, hull, m)
+    return Initialisation(g, hull, m, ground_ids)

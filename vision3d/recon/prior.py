@@ -4,7 +4,10 @@ densified by ``vision3d.depth``'s completion and trusted only where it is suppor
 * :func:`build_depth_prior` - the whole recipe (what the ``depth_prior`` stage runs),
   configured by :class:`DepthPriorConfig`;
 * :func:`dense_depth_prior`, :func:`support_mask`, :func:`multiview_consistent` - its steps;
-* :func:`write_depth_prior` / :func:`load_depth_prior` - the artifact (one ``.npz`` per view).
+* the ground (``cfg.ground``, :mod:`vision3d.recon.ground`): pixels that show the plane the
+  object stands on get the plane's depth;
+* :func:`write_depth_prior` / :func:`load_depth_prior` / :func:`load_ground` - the artifact
+  (one ``.npz`` per view, ``ground.json``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vision3d.core.cameras import Cameras
 from vision3d.errors import UserError
+from vision3d.recon.ground import GroundPlane, find_ground_plane, ground_masks
+
+GROUND_JSON = "ground.json"
 
 
 class DepthPriorConfig(BaseModel):
@@ -34,6 +40,11 @@ class DepthPriorConfig(BaseModel):
     consistency: float = Field(0.0, ge=0, le=1, description="also trust a pixel only where another training view's "
                                "prior agrees with it within this relative depth (multi-view check as in MVS "
                                "fusion; 0 = off)")
+    ground: bool = Field(False, description="find the ground the object stands on (a photo-consistency plane sweep, "
+                         "no SfM points needed) and give the training pixels that show it the plane's depth, "
+                         "trusted: the ground is most of a novel view and few SfM points land on it")
+    ground_tolerance: float = Field(0.1, gt=0, le=1, description="ground: colour difference (mean abs, 0-1) up to "
+                                    "which another photo agrees that a pixel shows the plane")
 
 
 @dataclass
@@ -44,16 +55,21 @@ class DepthPrior:
         depth: [V, H, W] float32 z-depth (world units), 0 = none.
         valid: [V, H, W] bool, where ``depth`` is trusted.
         sparse: [V, H, W] float32 the SfM samples it came from (0 = none).
+        ground: the ground plane found (``cfg.ground``), or None.
+        ground_mask: [V, H, W] bool pixels that show the ground (their depth is the plane's), or None.
         metrics: coverage and sample counts (plus errors against ground truth when given).
     """
 
     depth: torch.Tensor
     valid: torch.Tensor
     sparse: torch.Tensor
+    ground: GroundPlane | None = None
+    ground_mask: torch.Tensor | None = None
     metrics: dict = field(default_factory=dict)
+    searched_ground: bool = False
 
 
-def build_depth_prior(sfm, images: torch.Tensor, cfg: DepthPriorConfig,
+def build_depth_prior(sfm, images: torch.Tensor, cfg: DepthPriorConfig, *, masks: torch.Tensor | None = None,
                       gt_depth: torch.Tensor | None = None) -> DepthPrior:
     """The depth prior of the training views.
 
@@ -61,6 +77,7 @@ def build_depth_prior(sfm, images: torch.Tensor, cfg: DepthPriorConfig,
         sfm: :class:`~vision3d.recon.poses.SfMResult` whose cameras are the V training views.
         images: [V, H, W, 3] float32 photos in [0, 1] (guide the completion).
         cfg: :class:`DepthPriorConfig`.
+        masks: optional [V, H, W] bool object masks (never ground).
         gt_depth: optional [V, H, W] ground-truth depth, only to report how good the prior is
             (``gt_median_rel_err``, ``gt_outliers_5pct``); it never changes the prior.
     """
@@ -74,8 +91,25 @@ def build_depth_prior(sfm, images: torch.Tensor, cfg: DepthPriorConfig,
             valids = multiview_consistent(denses, valids, cams, cfg.consistency)
     else:
         denses, valids = sparses.clone(), sparses > 0
-    m = {"coverage": float(np.mean([float(v.float().mean()) for v in valids])), "densified": cfg.densify,
-         "n_sparse_mean": float(np.mean([len(sfm.observations[k][1]) for k in range(len(cams))]))}
+    m: dict = {}
+    plane = gmask = None
+    if cfg.ground:
+        plane = find_ground_plane(cams, images, masks)
+        m["ground_found"] = plane is not None and plane.confident
+        if plane is not None:
+            m.update(ground_normal=[round(float(x), 5) for x in plane.normal], ground_height=round(plane.height, 6),
+                     ground_cost=round(plane.cost, 4), ground_contrast=round(plane.contrast, 4))
+        if plane is not None and plane.confident:
+            gmask, gdepth = ground_masks(cams, images, plane, exclude=masks, tolerance=cfg.ground_tolerance)
+            # where the prior trusts a surface well in front of the plane, the pixel shows that surface
+            gmask &= ~(valids & (denses < 0.9 * gdepth))
+            denses = torch.where(gmask, gdepth, denses)
+            valids = valids | gmask
+            m["ground_fraction"] = float(gmask.float().mean())
+        else:
+            plane = None
+    m.update({"coverage": float(np.mean([float(v.float().mean()) for v in valids])), "densified": cfg.densify,
+              "n_sparse_mean": float(np.mean([len(sfm.observations[k][1]) for k in range(len(cams))]))})
     if gt_depth is not None:
         rel, outl = [], []
         for k in range(len(cams)):
@@ -87,14 +121,24 @@ def build_depth_prior(sfm, images: torch.Tensor, cfg: DepthPriorConfig,
         if rel:
             m["gt_median_rel_err"] = float(np.mean(rel))  # how good the prior is (diagnostic; GT never trains)
             m["gt_outliers_5pct"] = float(np.mean(outl))
-    return DepthPrior(denses, valids, sparses, m)
+    return DepthPrior(denses, valids, sparses, plane, gmask, m, cfg.ground)
 
 
 def write_depth_prior(out_dir: Path, names: Sequence[str], prior: DepthPrior) -> None:
-    """One ``<name>.npz`` (``depth``, ``valid``, ``sparse``) per view in ``out_dir``."""
+    """One ``<name>.npz`` (``depth``, ``valid``, ``sparse``, and ``ground`` when a ground was found) per view in ``out_dir``, plus ``ground.json`` (the plane, or ``found: false``) when one was
+    searched for."""
+    from vision3d.io.atomic import atomic_write_json
+
     for k, n in enumerate(names):
+        extra = {} if prior.ground_mask is None else {"ground": prior.ground_mask[k].numpy()}
         np.savez_compressed(Path(out_dir) / f"{n}.npz", depth=prior.depth[k].numpy(), valid=prior.valid[k].numpy(),
-                            sparse=prior.sparse[k].numpy())
+                            sparse=prior.sparse[k].numpy(), **extra)
+    if prior.searched_ground:
+        g = prior.ground
+        atomic_write_json(Path(out_dir) / GROUND_JSON, {"found": False} if g is None else {
+            "found": True, "normal": [float(x) for x in g.normal], "height": g.height, "cost": g.cost,
+            "contrast": g.contrast,
+            "convention": "world points x on the ground satisfy normal . x = height; normal points up"})
 
 
 def load_depth_prior(prior_dir: Path, names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,6 +149,28 @@ def load_depth_prior(prior_dir: Path, names: Sequence[str]) -> tuple[torch.Tenso
         d.append(torch.from_numpy(z["depth"]).float())
         v.append(torch.from_numpy(z["valid"]).bool())
     return torch.stack(d), torch.stack(v)
+
+
+def load_ground(prior_dir: Path, names: Sequence[str]) -> tuple[GroundPlane | None, torch.Tensor | None]:
+    """(the ground plane, [V, H, W] bool ground pixels) from a ``depth_prior`` artifact; (None, None)
+    when it found no ground.
+
+    Raises:
+        UserError: the depth prior did not look for a ground (``depth_prior.ground`` was off).
+    """
+    import json
+
+    path = Path(prior_dir) / GROUND_JSON
+    if not path.is_file():
+        raise UserError("the ground was not searched for: set stages.depth_prior.ground: true, or switch off "
+                        "what uses it (stages.init.ground_fill)")
+    g = json.loads(path.read_text())
+    if not g.get("found"):
+        return None, None
+    plane = GroundPlane(torch.tensor(g["normal"], dtype=torch.float64), float(g["height"]), float(g["cost"]),
+                        float(g["contrast"]))
+    return plane, torch.stack([torch.from_numpy(np.load(Path(prior_dir) / f"{n}.npz")["ground"]).bool()
+                               for n in names])
 
 
 def dense_depth_prior(sparse: torch.Tensor, image: torch.Tensor, method: str = "classical") -> torch.Tensor:

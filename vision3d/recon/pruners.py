@@ -9,6 +9,8 @@ state) through gsplat's public ``gsplat.strategy.ops.remove``.
 * :class:`FreeSpacePruner` - Gaussians in front of the trusted depth prior.
 * :class:`HullPruner` - GaussianObject's visual-hull constraint: Gaussians in front of
   the object's hull, seen through its masks.
+* :class:`BelowGroundPruner` - Gaussians under the ground plane (nothing is there; the
+  optimiser hides them there from the training views, novel views see them).
 
 The tests the pruners apply are plain functions (:func:`floater_mask`,
 :func:`free_space_mask`, :func:`hull_violation_mask`), usable on their own.
@@ -94,7 +96,8 @@ class Pruner:
     def due(self, step: int) -> bool:
         return step % self.every == 0 and (self.until is None or step <= self.until)
 
-    def mask(self, params) -> torch.Tensor:
+    def mask(self, params, state: dict) -> torch.Tensor:
+        """[N] bool, the Gaussians to remove (``state`` holds per-Gaussian entries such as ``ground``)."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -102,7 +105,7 @@ class Pruner:
         """Prune now; returns how many Gaussians were removed (also added to ``self.removed``)."""
         from gsplat.strategy.ops import remove
 
-        m = self.mask(params)
+        m = self.mask(params, state)
         n = int(m.sum())
         if n:
             remove(params, optimizers, state, m)
@@ -117,8 +120,11 @@ class FloaterPruner(Pruner):
         super().__init__(every, until)
         self.cameras, self.k, self.n_std = cameras, k, n_std
 
-    def mask(self, params) -> torch.Tensor:
-        return floater_mask(params["means"], self.cameras.centers, self.k, self.n_std)
+    def mask(self, params, state: dict) -> torch.Tensor:
+        m = floater_mask(params["means"], self.cameras.centers, self.k, self.n_std)
+        if "ground" in state:  # far ground is sparse by nature, which is what this test looks for
+            m &= ~state["ground"]
+        return m
 
 
 class FreeSpacePruner(Pruner):
@@ -128,7 +134,7 @@ class FreeSpacePruner(Pruner):
         super().__init__(every)
         self.cameras, self.front = cameras, front
 
-    def mask(self, params) -> torch.Tensor:
+    def mask(self, params, state: dict) -> torch.Tensor:
         return free_space_mask(params["means"], self.cameras, self.front)
 
 
@@ -139,14 +145,27 @@ class HullPruner(Pruner):
         super().__init__(every)
         self.cameras, self.masks, self.hull_front, self.margin = cameras, masks, hull_front, margin
 
-    def mask(self, params) -> torch.Tensor:
+    def mask(self, params, state: dict) -> torch.Tensor:
         return hull_violation_mask(params["means"], self.cameras, self.masks, self.hull_front, self.margin)
 
 
+class BelowGroundPruner(Pruner):
+    name = "below_ground"
+
+    def __init__(self, plane: torch.Tensor, margin: float, every: int):
+        super().__init__(every)
+        self.plane, self.margin = plane, margin
+
+    def mask(self, params, state: dict) -> torch.Tensor:
+        return params["means"] @ self.plane[:3] + self.plane[3] < -self.margin
+
+
 def build_pruners(cfg, cameras: Cameras, prior: torch.Tensor | None, valid: torch.Tensor | None,
-                  masks: torch.Tensor | None, hull_front: torch.Tensor | None, hull_margin: float) -> list[Pruner]:
+                  masks: torch.Tensor | None, hull_front: torch.Tensor | None, hull_margin: float,
+                  ground_plane: torch.Tensor | None = None, scene_scale: float = 1.0) -> list[Pruner]:
     """The pruners ``cfg`` (:class:`~vision3d.recon.config.TrainConfig`) switches on, in a fixed order
-    (floaters, free space, hull). Tensors are [V, H, W] on the training device."""
+    (floaters, free space, hull, below ground). Tensors are [V, H, W] on the training device;
+    ``ground_plane`` [4] is (n, d) with ``n . x + d = 0``, n up."""
     out: list[Pruner] = []
     if cfg.floaters:
         # not in the last 10 %: what is pruned late leaves holes nothing can fill any more
@@ -155,4 +174,6 @@ def build_pruners(cfg, cameras: Cameras, prior: torch.Tensor | None, valid: torc
         out.append(FreeSpacePruner(cameras, prior_front(prior, valid, cfg.free_space), cfg.hull_every))
     if cfg.hull and hull_front is not None and masks is not None:  # "auto" was resolved by passing hull_front
         out.append(HullPruner(cameras, masks, hull_front, hull_margin, cfg.hull_every))
+    if cfg.ground and ground_plane is not None:
+        out.append(BelowGroundPruner(ground_plane, cfg.ground_margin * scene_scale, cfg.hull_every))
     return out

@@ -56,6 +56,8 @@ class LoadViewsParams(StageParams):
     max_side: int = Field(512, ge=32, le=4096, description="downscale photos whose longer side exceeds this (pixels)")
     train_views: Optional[list[str]] = Field(None, description="use only these training photos (file stems); default all")
     max_test_views: Optional[int] = Field(None, ge=0, description="keep at most this many held-out views (evenly spaced)")
+    use_masks: bool = Field(True, description="use the data's object masks for reconstruction (false: only the "
+                            "evaluation's object scores use them, as for photos without masks)")
 
 
 @register_stage
@@ -69,10 +71,10 @@ class LoadViews(Stage):
     def run(self, ctx: StageContext, params: LoadViewsParams) -> dict:
         out = ctx.output_dir("views")
         vf = prepare_views(ctx.input("data"), out, max_side=params.max_side, train_views=params.train_views,
-                           max_test_views=params.max_test_views)
+                           max_test_views=params.max_test_views, use_masks=params.use_masks)
         ctx.log.info(f"[views] {len(vf.train)} training photos, {len(vf.test)} held-out views, "
                      f"{vf.width}x{vf.height}, poses {'given' if vf.has_poses else 'unknown'}, "
-                     f"masks {'yes' if vf.has_masks else 'no'}")
+                     f"masks {('yes' if vf.train_masks else 'evaluation only') if vf.has_masks else 'no'}")
         return {"n_train": len(vf.train), "n_test": len(vf.test), "width": vf.width, "height": vf.height,
                 "has_poses": vf.has_poses, "has_masks": vf.has_masks, "has_gt_depth": vf.has_depth,
                 "has_gt_mesh": vf.mesh is not None, "source": vf.source}
@@ -135,7 +137,7 @@ class DepthPriorStage(Stage):
         from vision3d.recon.render import colorize_depth
 
         tv = load_training_views(ctx.input("views"), ctx.input("cameras"))
-        prior = build_depth_prior(tv.load_sfm(), tv.images, params, gt_depth=tv.load_gt_depth())
+        prior = build_depth_prior(tv.load_sfm(), tv.images, params, masks=tv.masks, gt_depth=tv.load_gt_depth())
         out = ctx.output_dir("depth_prior")
         write_depth_prior(out, tv.names, prior)
         for k, n in enumerate(tv.names):
@@ -162,18 +164,23 @@ class InitGaussians(Stage):
     def run(self, ctx: StageContext, params: InitParams) -> dict:
         from vision3d.io.ply import write_splat_ply
         from vision3d.recon.init import initial_gaussians
-        from vision3d.recon.prior import load_depth_prior
+        from vision3d.recon.prior import load_depth_prior, load_ground
 
         tv = load_training_views(ctx.input("views"), ctx.input("cameras"))
-        prior = valid = None
+        prior = valid = ground = ground_mask = None
         if ctx.has_input("depth_prior"):
             prior, valid = load_depth_prior(ctx.input("depth_prior"), tv.names)
-        res = initial_gaussians(tv.cameras, tv.images, tv.masks, tv.load_sfm(), prior, valid, params, seed=ctx.seed,
+            if params.ground_fill:
+                ground, ground_mask = load_ground(ctx.input("depth_prior"), tv.names)
+        res = initial_gaussians(tv.cameras, tv.images, tv.masks, tv.load_sfm(), prior, valid, params,
+                                ground=ground, ground_mask=ground_mask, seed=ctx.seed,
                                 where=str(tv.folder.extra.get("data")))
         out = ctx.output_dir("init")
         if res.hull is not None:
             h = res.hull
             np.savez_compressed(out / "hull.npz", lo=h.lo.numpy(), voxel=h.voxel, occ=h.occ.numpy())
+        if res.ground_ids is not None:  # which Gaussians lie on which plane (the train stage keeps them there)
+            np.savez_compressed(out / "ground.npz", plane=ground.plane.numpy(), ids=res.ground_ids.numpy())
         write_splat_ply(out / "gaussians.ply", res.gaussians)
         return res.metrics
 
@@ -209,18 +216,24 @@ class TrainSplat(Stage):
                 raise UserError("stages.train.depth_rank/depth_continuity/depth_l1/free_space need the depth_prior "
                                 "stage in the pipeline")
             prior, valid = load_depth_prior(ctx.input("depth_prior"), tv.names)
+        masks = tv.masks
         hull_front, margin = None, 0.0
         hp = Path(ctx.input("init")) / "hull.npz"
-        use_hull = params.hull is True or (params.hull == "auto" and tv.masks is not None and hp.is_file())
+        use_hull = params.hull is True or (params.hull == "auto" and masks is not None and hp.is_file())
         if use_hull:
-            if tv.masks is None or not hp.is_file():
+            if masks is None or not hp.is_file():
                 raise UserError("stages.train.hull: the visual-hull constraint needs object masks (masks/ folder or "
                                 "mask_path in transforms.json); set hull: false")
             z = np.load(hp)
             hull = VisualHull(torch.from_numpy(z["lo"]).float(), float(z["voxel"]), torch.from_numpy(z["occ"]))
             hull_front = hull.front_depth(tv.cameras)
             margin = params.hull_margin * hull.voxel
-        data = TrainData(tv.images, tv.cameras, prior, valid, tv.masks, hull_front, margin)
+        plane = ground_ids = None
+        gp = Path(ctx.input("init")) / "ground.npz"
+        if params.ground and gp.is_file():  # (no file: no ground was found, or init.ground_fill is off)
+            z = np.load(gp)
+            plane, ground_ids = torch.from_numpy(z["plane"]).float(), torch.from_numpy(z["ids"]).bool()
+        data = TrainData(tv.images, tv.cameras, prior, valid, masks, hull_front, margin, plane, ground_ids)
         res = train_gaussians(init, data, params, device=ctx.device, seed=ctx.seed,
                               progress=lambda it, total, desc: ctx.progress(it, total=total, desc=desc))
         write_splat_ply(ctx.output_file("splat", ".ply"), res.gaussians)

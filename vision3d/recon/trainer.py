@@ -9,7 +9,10 @@ names (settings: :class:`~vision3d.recon.config.TrainConfig`):
   ``depth_l1`` (against the depth prior), ``depth_smooth``, ``coherence``
   (CoherentGS), ``opacity_reg``, ``scale_reg``;
 * pruners (:mod:`vision3d.recon.pruners`): ``floaters``, ``hull`` (GaussianObject),
-  ``free_space`` (the depth prior);
+  ``free_space`` (the depth prior), and with ``ground`` what sinks below the ground;
+* ``ground``: the Gaussians the initialisation seeded on the ground are not floaters
+  (far ground is sparse, which is what the floater test looks for), and nothing is
+  below the ground;
 * ``random_background``: a random background colour every step (nerfstudio's
   splatfacto option): surfaces must become opaque instead of letting the
   background colour show through. Backdrop pixels (exactly the background
@@ -55,6 +58,9 @@ class TrainData:
         hull_front: [V, H, W] float32 depth of the visual hull's front surface (inf = not
             seen) or None; with ``masks`` it enables the hull constraint.
         hull_margin: world units the hull constraint tolerates in front of the hull.
+        ground_plane: [4] float32 (n, d) with ``n . x + d = 0`` (n up), the ground the object
+            stands on, or None.
+        ground_ids: [N] bool, the initial Gaussians that lie flat on the ground, or None.
     """
 
     images: torch.Tensor
@@ -64,6 +70,8 @@ class TrainData:
     masks: torch.Tensor | None = None
     hull_front: torch.Tensor | None = None
     hull_margin: float = 0.0
+    ground_plane: torch.Tensor | None = None
+    ground_ids: torch.Tensor | None = None
 
 
 @dataclass
@@ -184,8 +192,12 @@ def _train(init: Gaussians, data: TrainData, cfg: TrainConfig, device: torch.dev
         strategy.check_sanity(params, optimizers)
     state = strategy.initialize_state(scene_scale=scene_scale) if strategy else {}
 
+    plane = dev(data.ground_plane) if cfg.ground else None
+    if plane is not None and data.ground_ids is not None:
+        # a per-Gaussian state entry: gsplat's ops carry it through clone, split and prune
+        state["ground"] = data.ground_ids.to(device).clone()
     terms = build_loss_terms(cfg, prior, prior_valid, gen)
-    pruners = build_pruners(cfg, cams, prior, prior_valid, masks, hull_front, data.hull_margin)
+    pruners = build_pruners(cfg, cams, prior, prior_valid, masks, hull_front, data.hull_margin, plane, scene_scale)
     render_depth = any(t.needs_depth for t in terms)
     last_psnr: list[float] = []
     order: list[int] = []
@@ -240,8 +252,11 @@ def _train(init: Gaussians, data: TrainData, cfg: TrainConfig, device: torch.dev
                 + " ".join(f"{k}={float(t.detach()):.4f}" for k, t in losses.items())
                 + f" n={params['means'].shape[0]} psnr={sum(last_psnr) / len(last_psnr):.2f}")
     wall = time.perf_counter() - t0
+    stats: dict[str, Any] = {}
     pruned = {p.name: p.removed for p in pruners}
-    stats: dict[str, Any] = {
+    if "ground" in state:
+        stats["n_ground"] = int(state["ground"].sum())
+    stats.update({
         "train_psnr": sum(last_psnr) / max(1, len(last_psnr)),
         "n_gaussians": int(params["means"].shape[0]),
         "n_init": int(len(init)),
@@ -251,7 +266,9 @@ def _train(init: Gaussians, data: TrainData, cfg: TrainConfig, device: torch.dev
         "iterations": cfg.iterations,
         "train_seconds": wall,
         "seconds_per_iteration": wall / max(1, cfg.iterations),
-    }
+    })
+    if pruned.get("below_ground"):
+        stats["pruned_below_ground"] = pruned["below_ground"]
     return TrainResult(params_to_gaussians(params), stats)
 
 

@@ -51,6 +51,8 @@ class ViewFolder:
         world_to_cam: [V, 4, 4] float32 OpenCV poses, or None when no pose is known.
         K: [V, 3, 3] float32 intrinsics (pixels), or None.
         has_masks: every view has an object mask (``masks/<name>.png``, bool).
+        train_masks: the training side may use the masks (False: they are kept for the
+            evaluation's object scores only, the job was told not to use them).
         has_depth: every view has a ground-truth depth map (``depth/<name>.npy``, metres).
         mesh: ground-truth mesh path (for Chamfer / F-score), or None.
         source: what the data was (``transforms``, ``colmap`` or ``images``).
@@ -64,6 +66,7 @@ class ViewFolder:
     world_to_cam: torch.Tensor | None = None
     K: torch.Tensor | None = None
     has_masks: bool = False
+    train_masks: bool = True
     has_depth: bool = False
     mesh: Path | None = None
     source: str = "images"
@@ -130,7 +133,8 @@ def read_view_folder(root: str | Path) -> ViewFolder:
     return ViewFolder(
         root=root, names=[f["name"] for f in frames], splits=[f["split"] for f in frames],
         width=int(meta["width"]), height=int(meta["height"]), world_to_cam=w2c, K=K,
-        has_masks=bool(meta.get("has_masks")), has_depth=bool(meta.get("has_depth")),
+        has_masks=bool(meta.get("has_masks")), train_masks=bool(meta.get("train_masks", True)),
+        has_depth=bool(meta.get("has_depth")),
         mesh=Path(meta["mesh"]) if meta.get("mesh") else None, source=meta.get("source", "images"),
         extra=meta.get("extra", {}),
     )
@@ -145,7 +149,8 @@ class TrainingViews:
         folder: the run's :class:`ViewFolder`.
         cameras: V training cameras (OpenCV), in ``cameras.json`` order.
         images: [V, H, W, 3] float32 photos in [0, 1].
-        masks: [V, H, W] bool object masks, or None when the data has none.
+        masks: [V, H, W] bool object masks, or None when the data has none (or the job
+            does not use them: ``views.use_masks: false``).
         all_cameras: every view's camera (training and held-out), with ``splits``.
         splits: ``"train"`` / ``"test"`` per view of ``all_cameras``.
         cameras_dir: the ``cameras`` artifact (holds the sparse model, ``sfm.npz``).
@@ -183,7 +188,8 @@ def load_training_views(views_dir: str | Path, cameras_dir: str | Path) -> Train
     tr = [i for i, s in enumerate(splits) if s == "train"]
     cams = all_cams[tr]
     idx = [vf.names.index(n) for n in cams.names]
-    return TrainingViews(vf, cams, vf.load_images(idx), vf.load_masks(idx), all_cams, splits, Path(cameras_dir))
+    masks = vf.load_masks(idx) if vf.train_masks else None
+    return TrainingViews(vf, cams, vf.load_images(idx), masks, all_cams, splits, Path(cameras_dir))
 
 
 def write_views_json(root: Path, vf: ViewFolder) -> None:
@@ -203,6 +209,7 @@ def write_views_json(root: Path, vf: ViewFolder) -> None:
         frames.append(fr)
     atomic_write_json(root / VIEWS_JSON, {
         "width": vf.width, "height": vf.height, "source": vf.source, "has_masks": vf.has_masks,
+        "train_masks": vf.train_masks,
         "has_depth": vf.has_depth, "mesh": str(vf.mesh) if vf.mesh else None, "frames": frames,
         "extra": vf.extra,
     }, fsync=False)
@@ -299,7 +306,8 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
 
 
 def prepare_views(data: str | Path, out: Path, *, max_side: int = 512, use_poses: bool = True,
-                  train_views: Sequence[str] | None = None, max_test_views: int | None = None) -> ViewFolder:
+                  train_views: Sequence[str] | None = None, max_test_views: int | None = None,
+                  use_masks: bool = True) -> ViewFolder:
     """Normalise a data folder into a view folder at ``out`` (see the module docstring).
 
     Args:
@@ -311,6 +319,8 @@ def prepare_views(data: str | Path, out: Path, *, max_side: int = 512, use_poses
             intrinsics/poses out so the cameras stage estimates them).
         train_views: optional subset of training view names (file stems) to use.
         max_test_views: keep at most this many held-out views (evenly spaced).
+        use_masks: the training side may use the data's object masks (False: they are
+            kept for the evaluation's object scores only).
     Returns:
         the :class:`ViewFolder` written.
     Raises:
@@ -372,7 +382,8 @@ def prepare_views(data: str | Path, out: Path, *, max_side: int = 512, use_poses
         K[:, 0] *= sx
         K[:, 1] *= sy
     vf = ViewFolder(out, names, [src.splits[i] for i in keep], W, H, w2c, K,
-                    has_masks=src.mask_paths is not None, has_depth=src.depth_paths is not None,
+                    has_masks=src.mask_paths is not None, train_masks=use_masks,
+                    has_depth=src.depth_paths is not None,
                     mesh=src.mesh, source=src.kind,
                     extra={"data": str(Path(data).resolve()), "scale": s,
                            "original_size": [src.width, src.height],

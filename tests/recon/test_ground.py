@@ -1,0 +1,128 @@
+"""The ground finder: up from level cameras, the plane's height by photo-consistency, which pixels show it.
+
+The scenes are ray-traced analytically here (a textured plane z = 0 and a ball standing
+on it), so each test knows the truth exactly and runs in a second or two.
+"""
+
+import math
+
+import pytest
+import torch
+
+from vision3d.core.cameras import Cameras, intrinsics_from_fov, look_at
+from vision3d.recon.ground import GroundPlane, find_ground_plane, ground_masks, up_direction
+
+S = 96  # pixels
+BALL = (torch.tensor([0.0, 0.0, 0.12]), 0.12)  # centre, radius: standing on z = 0
+
+
+def _cameras(azimuths_deg, elevation_deg=25.0, radius=0.9, roll_deg=0.0, size=S) -> Cameras:
+    w2c = []
+    for a in azimuths_deg:
+        a, e = math.radians(a), math.radians(elevation_deg)
+        eye = torch.tensor([math.cos(e) * math.cos(a), math.cos(e) * math.sin(a), math.sin(e)]) * radius
+        m = look_at(eye, torch.tensor([0.0, 0.0, 0.1]))
+        if roll_deg:
+            c, s = math.cos(math.radians(roll_deg)), math.sin(math.radians(roll_deg))
+            R = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=m.dtype)
+            m = m.clone()
+            m[:3] = R @ m[:3]
+        w2c.append(m)
+    K = intrinsics_from_fov(50, size, size).expand(len(w2c), 3, 3).clone()
+    return Cameras(torch.stack(w2c).float(), K, size, size, [f"v{i}" for i in range(len(w2c))])
+
+
+def _texture(x, y, textured=True):
+    if not textured:
+        return torch.full((*x.shape, 3), 0.6, dtype=x.dtype)
+    # checker squares under smooth, non-periodic colour variation (a real floor is not perfectly periodic)
+    chk = ((torch.floor(x / 0.1) + torch.floor(y / 0.1)) % 2)
+    wave = 0.5 + 0.25 * torch.sin(9.1 * x + 2.0 * torch.sin(5.3 * y)) + 0.25 * torch.cos(7.7 * y - 3.1 * x)
+    return torch.stack([0.25 + 0.5 * chk, 0.2 + 0.6 * wave, 0.8 - 0.4 * chk], -1)
+
+
+def _render(cams: Cameras, textured=True, ball=True, ssaa=3):
+    """(images [V, H, W, 3], object masks [V, H, W]) of the plane z = 0 (and the banded ball),
+    supersampled ``ssaa`` x ``ssaa`` per pixel like a real camera's pixel integrates."""
+    big_K = cams.K.clone()
+    big_K[:, :2] *= ssaa
+    big = Cameras(cams.world_to_cam, big_K, cams.width * ssaa, cams.height * ssaa, list(cams.names))
+    imgs, masks = _trace(big, textured, ball)
+    imgs = torch.nn.functional.avg_pool2d(imgs.permute(0, 3, 1, 2), ssaa).permute(0, 2, 3, 1)
+    masks = torch.nn.functional.avg_pool2d(masks[:, None].float(), ssaa)[:, 0] > 0.5
+    return imgs, masks
+
+
+def _trace(cams: Cameras, textured, ball):
+    imgs, masks = [], []
+    c, r = BALL
+    for k in range(len(cams)):
+        o, d = cams.pixel_rays(k)
+        d = d.double()
+        o = o.double()
+        t_plane = -o[..., 2] / d[..., 2]
+        hit_plane = t_plane > 0
+        p = o + t_plane[..., None] * d
+        img = torch.where(hit_plane[..., None], _texture(p[..., 0], p[..., 1], textured),
+                          torch.ones(*p.shape[:2], 3, dtype=torch.float64))
+        m = torch.zeros(p.shape[:2], dtype=torch.bool)
+        if ball:
+            oc = o - c.double()
+            a_ = (d * d).sum(-1)
+            b_ = 2 * (oc * d).sum(-1)
+            disc = b_ * b_ - 4 * a_ * ((oc * oc).sum(-1) - r * r)
+            t_ball = (-b_ - disc.clamp_min(0).sqrt()) / (2 * a_)
+            m = (disc > 0) & (t_ball > 0) & (~hit_plane | (t_ball < t_plane))
+            q = o + t_ball[..., None] * d
+            shade = 0.5 + 0.5 * torch.sin(40 * q[..., 2])  # a banded ball
+            ball_col = torch.stack([0.9 * torch.ones_like(shade), 0.2 + 0.3 * shade, 0.1 * shade], -1)
+            img = torch.where(m[..., None], ball_col, img)
+        imgs.append(img.float())
+        masks.append(m)
+    return torch.stack(imgs), torch.stack(masks)
+
+
+def test_up_is_perpendicular_to_level_cameras_x_axes():
+    for az in ([10, 100, 190, 280], [0, 30], [0, 20, 40]):
+        up = up_direction(_cameras(az))
+        assert float(up @ torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)) > math.cos(math.radians(0.5))
+    # one viewing direction leaves the pitch open: up is then the image's up, still level and upwards
+    cam = _cameras([45])
+    up = up_direction(cam)
+    assert abs(float(up @ cam.cam_to_world[0, :3, 0].double())) < 1e-6 and float(up[2]) > 0.8
+    # a little roll tilts the estimate by about as much, no more
+    up = up_direction(_cameras([0, 90, 180, 270], roll_deg=2.0))
+    assert math.degrees(math.acos(float(up[2]))) < 3.0
+
+
+@pytest.mark.parametrize("azimuths", [[4, 97, 183, 276], [0, 30], [0, 20, 40]])
+def test_plane_sweep_finds_the_textured_ground(azimuths):
+    cams = _cameras(azimuths)
+    imgs, _ = _render(cams)
+    g = find_ground_plane(cams, imgs)
+    assert g is not None and g.confident
+    assert abs(g.height) < 0.005 * 0.9  # within 0.5 % of the camera distance
+    assert float(g.normal[2]) > 0.9999
+
+
+def test_featureless_ground_is_not_claimed():
+    cams = _cameras([4, 97, 183, 276])
+    imgs, _ = _render(cams, textured=False, ball=False)
+    g = find_ground_plane(cams, imgs)
+    assert g is None or not g.confident
+
+
+def test_ground_pixels_and_object_pixels_are_told_apart():
+    cams = _cameras([4, 97, 183, 276])
+    imgs, ball = _render(cams)
+    plane = GroundPlane(torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), 0.0)
+    # with the object's masks: every non-object pixel below the horizon that another view sees is ground
+    g, depth = ground_masks(cams, imgs, plane, exclude=ball)
+    assert not (g & ball).any()
+    below = depth > 0
+    assert float((g & below & ~ball).sum()) / float((below & ~ball).sum()) > 0.9
+    # without masks the ground still comes out; the object's pixels near the ground are ambiguous
+    # by nature (their plane point hides behind the object in the other photos too), the rest is not ground
+    g, depth = ground_masks(cams, imgs, plane)
+    assert float((g & below & ~ball).sum()) / float((below & ~ball).sum()) > 0.9
+    assert float((g & ball).sum()) / float(ball.sum()) < 0.6
