@@ -73,9 +73,9 @@ class EvaluateViews(Stage):
                 continue
             vidx = [vf.names.index(n) for n in names]
             preds = [load_image(rdir / which / f"{n}.png") for n in names]
-            masks = vf.load_masks(vidx)
+            masks = vf.load_masks(vidx, as_list=True)  # each view at its own size, as its render
             with cpu_threads("cpu"):  # LPIPS runs on the CPU; one thread when other processes share it
-                vm = view_metrics(preds, list(vf.load_images(vidx)), names, None if masks is None else list(masks),
+                vm = view_metrics(preds, vf.load_images(vidx, as_list=True), names, masks,
                                   lpips_net=params.lpips)
             report[which] = vm
             prefix = "" if which == "test" else "train_"
@@ -89,7 +89,7 @@ class EvaluateViews(Stage):
                 metrics["lpips_skipped"] = vm["lpips_skipped"]
             if "psnr_masked" in vm:
                 metrics["psnr_object"] = vm["psnr_masked"]
-            gtd = vf.load_depths(vidx)
+            gtd = vf.load_depths(vidx, as_list=True)
             if gtd is not None:
                 from vision3d.eval.depth import aggregate as depth_aggregate
                 from vision3d.eval.depth import depth_metrics
@@ -125,7 +125,7 @@ def _geometry(vf: ViewFolder, cams: Cameras, splits: list[str], ddir: Path, para
     for i, n in enumerate(cams.names):
         z = np.load(ddir / ("test" if splits[i] == "test" else "train") / f"{n}.npz")
         d, a = torch.from_numpy(z["depth"]), torch.from_numpy(z["alpha"])
-        o, dirs = cams.pixel_rays(i)
+        o, dirs = (x[:d.shape[0], :d.shape[1]] for x in cams.pixel_rays(i))  # the view's own frame
         ok = (a > 0.5) & (d > 0)
         pred.append(o[ok] + d[ok][:, None] * dirs[ok])
     pred = torch.cat(pred)

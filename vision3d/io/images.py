@@ -22,6 +22,7 @@ Every writer is atomic (see :mod:`vision3d.io.atomic`). Unreadable files raise
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import warnings
 from pathlib import Path
@@ -78,16 +79,42 @@ def open_image(path: str | os.PathLike) -> Iterator["PIL.Image.Image"]:
         raise UserError(f"{path}: could not decode image ({reason}); re-export it as PNG or JPEG") from None
 
 
-def _open(path: Path):
-    """Open and fully decode an image with PIL, EXIF orientation applied."""
+def _swaps_axes(im) -> bool:
+    """The EXIF orientation of ``im`` turns it by 90 degrees (orientations 5-8 swap width and height)."""
+    return im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+
+
+def _open(path: Path, max_side: int | None = None):
+    """Open and fully decode an image with PIL, EXIF orientation applied.
+
+    With ``max_side``, a JPEG larger than that is decoded at a reduced scale (PIL's
+    ``draft``: libjpeg scales by 1/2, 1/4 or 1/8 in the DCT domain, so a 48 MP photo is never
+    held at full size) that still has at least ``max_side`` pixels on its longer side.
+    """
     from PIL import ImageOps
 
     with open_image(path) as im:
+        if max_side is not None and im.format == "JPEG" and max(im.size) > max_side:
+            s = max_side / max(im.size)
+            im.draft("RGB", (max(1, math.ceil(im.size[0] * s)), max(1, math.ceil(im.size[1] * s))))
         im.load()  # decode now so truncated files fail here, not later
         out = ImageOps.exif_transpose(im)
         if out is im:  # exif_transpose may return the same object; detach it from the file
             out = im.copy()
     return out
+
+
+def working_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """(width, height) of a ``width`` x ``height`` photo downscaled so that its longer side is at
+    most ``max_side`` (aspect ratio kept, rounded; unchanged when already small enough)."""
+    s = 1.0 if max_side is None else min(1.0, max_side / max(width, height))
+    return max(1, round(width * s)), max(1, round(height * s))
+
+
+def _area_resize(a: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Area-filtered downscale of [H, W, C] float32 to [height, width, C]."""
+    x = a.permute(2, 0, 1)[None]
+    return torch.nn.functional.interpolate(x, size=(height, width), mode="area")[0].permute(1, 2, 0).contiguous()
 
 
 def _to_float_array(im) -> np.ndarray:
@@ -105,32 +132,55 @@ def _to_float_array(im) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def load_image_rgba(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | None]:
+def load_image_rgba(path: str | os.PathLike, *, max_side: int | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Load an image as colour and (if present) alpha.
 
     Args:
         path: PNG/JPEG/WebP/BMP/TIFF file. EXIF orientation is applied.
+        max_side: downscale images whose longer side (as displayed) exceeds this to
+            :func:`working_size` (area filter); JPEGs are reduced while decoding (PIL ``draft``),
+            so the full-size pixels are never decoded. None: full size.
     Returns:
         rgb: [H, W, 3] float32 in [0, 1] (not premultiplied; greyscale is replicated).
         alpha: [H, W] float32 in [0, 1], or None when the file has no alpha channel.
     Raises:
         UserError: missing, unreadable or unsupported file.
     """
-    a = _to_float_array(_open(Path(path)))
+    rgb, alpha, size = _load_reduced(Path(path), max_side)
+    if (rgb.shape[1], rgb.shape[0]) != size:
+        rgb = _area_resize(rgb, *size)
+        alpha = None if alpha is None else _area_resize(alpha[..., None], *size)[..., 0]
+    return rgb, alpha
+
+
+def _load_reduced(path: Path, max_side: int | None) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]:
+    """(rgb [H, W, 3], alpha [H, W] or None, the working (width, height)): the image as decoded,
+    JPEGs already reduced towards ``max_side`` by :func:`_open`, not yet resized to the working size."""
+    if max_side is None:
+        a = _to_float_array(_open(path))
+        size = (a.shape[1], a.shape[0])
+    else:
+        with open_image(path) as im:  # the displayed size decides the working size
+            w0, h0 = im.size[::-1] if _swaps_axes(im) else im.size
+        a = _to_float_array(_open(path, max_side))
+        size = working_size(w0, h0, max_side)
     if a.shape[-1] == 1:
         a = np.repeat(a, 3, axis=-1)
     alpha = None
     if a.shape[-1] == 4:
         alpha = torch.from_numpy(np.ascontiguousarray(a[..., 3]))
         a = a[..., :3]
-    return torch.from_numpy(np.ascontiguousarray(a)), alpha
+    return torch.from_numpy(np.ascontiguousarray(a)), alpha, size
 
 
-def load_image(path: str | os.PathLike, background: Sequence[float] = (1.0, 1.0, 1.0)) -> torch.Tensor:
+def load_image(path: str | os.PathLike, background: Sequence[float] = (1.0, 1.0, 1.0), *,
+               max_side: int | None = None) -> torch.Tensor:
     """Load an image as float RGB.
 
     Args:
         path: PNG/JPEG/WebP/BMP/TIFF file. EXIF orientation is applied.
+        max_side: downscale to :func:`working_size` while loading (see :func:`load_image_rgba`).
         background: RGB in [0, 1] that RGBA images are composited over
             (``rgb * alpha + background * (1 - alpha)``); use
             :func:`load_image_rgba` to get the alpha channel instead.
@@ -139,10 +189,12 @@ def load_image(path: str | os.PathLike, background: Sequence[float] = (1.0, 1.0,
     Raises:
         UserError: missing, unreadable or unsupported file.
     """
-    rgb, alpha = load_image_rgba(path)
-    if alpha is not None:
+    rgb, alpha, size = _load_reduced(Path(path), max_side)
+    if alpha is not None:  # composite at the decoded size, then resize (as a full-size load and resize does)
         bg = torch.tensor(background, dtype=rgb.dtype)
         rgb = rgb * alpha[..., None] + bg * (1 - alpha[..., None])
+    if (rgb.shape[1], rgb.shape[0]) != size:
+        rgb = _area_resize(rgb, *size)
     return rgb
 
 
@@ -150,9 +202,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of an image as displayed (after EXIF orientation), without decoding pixels."""
     with open_image(path) as im:
         w, h = im.size
-        orientation = im.getexif().get(0x0112, 1)
-    # Orientations 5-8 rotate by 90 degrees and swap width and height.
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+        swap = _swaps_axes(im)
+    return (h, w) if swap else (w, h)
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

@@ -192,8 +192,8 @@ def read_transforms(path: str | os.PathLike, check_files: bool = True) -> ViewSe
         ViewSet with OpenCV cameras (world units as in the file, usually metres).
     Raises:
         UserError: missing or malformed file, missing key, missing referenced file
-            (naming the file and the json key), unsupported camera model, or
-            views of different image sizes.
+            (naming the file and the json key), or an unsupported camera model. Views of
+            different image sizes are kept (``ViewSet.cameras.sizes``).
     """
     path = Path(path)
     if path.is_dir():
@@ -300,13 +300,6 @@ def read_transforms(path: str | os.PathLike, check_files: bool = True) -> ViewSe
             raise UserError(
                 f"{path}: '{what}' is given for {len(lst)} of {len(frames)} frames; give it for every frame or none"
             )
-    if len(set(sizes)) > 1:
-        first = sizes[0]
-        j = next(k for k, s in enumerate(sizes) if s != first)
-        raise UserError(
-            f"{path}: views have different image sizes ({names[0]} is {first[0]}x{first[1]}, {names[j]} is "
-            f"{sizes[j][0]}x{sizes[j][1]}); resize the images to one size and update w/h/fl_x/fl_y/cx/cy"
-        )
 
     distortion = torch.tensor(dists, dtype=torch.float32) if has_dist else None
     if distortion is not None and bool((distortion != 0).any()):
@@ -347,7 +340,9 @@ def read_transforms(path: str | os.PathLike, check_files: bool = True) -> ViewSe
             held = set(test) | set(val)
             train = [k for k in range(len(image_paths)) if k not in held]
 
-    w0, h0 = sizes[0]
+    # per-frame w/h of different sizes (phone photos of two orientations): a canvas of the largest,
+    # each view's own size in Cameras.sizes (vision3d.core.cameras)
+    w0, h0 = max(w for w, _ in sizes), max(h for _, h in sizes)
     c2w = torch.from_numpy(np.stack(c2ws))
     cameras = Cameras(
         world_to_cam=opengl_c2w_to_opencv_w2c(c2w),
@@ -355,6 +350,7 @@ def read_transforms(path: str | os.PathLike, check_files: bool = True) -> ViewSe
         width=w0,
         height=h0,
         names=names,
+        sizes=[list(z) for z in sizes] if len(set(sizes)) > 1 else None,
     )
     return ViewSet(
         root=root,

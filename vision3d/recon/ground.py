@@ -344,7 +344,8 @@ def ground_masks(cams: Cameras, images: torch.Tensor, ground: GroundPlane, *,
             if j == k:
                 continue
             uv, z = _project(cams, j, X)
-            vis = hit[k] & (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
+            wj, hj = cams.size(j)  # the photo's own frame (photos of different sizes share a canvas)
+            vis = hit[k] & (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < wj) & (uv[:, 1] >= 0) & (uv[:, 1] < hj)
             ii = torch.where(vis)[0]
             jj = uv[ii, 1].long().clamp(0, H - 1) * W + uv[ii, 0].long().clamp(0, W - 1)
             differ = (c_k[ii] - _sample(blur, j, uv[ii])).abs().mean(-1) > tolerance

@@ -628,7 +628,11 @@ def initial_gaussians(cams: Cameras, images: torch.Tensor, masks: torch.Tensor |
             plane = fit_support_plane(sfm.points, 0.01 * ext, seed=seed)
         if plane is not None:
             m["support_plane"] = [round(float(x), 5) for x in plane]
-        fp, fc = far_shell_points(prior, valid, images, cams, cfg.far_fill, cfg.far_stride, exclude=masks, plane=plane)
+        exclude = masks
+        if cams.sizes is not None:  # photos of different sizes: the canvas beyond a photo is not unreached scene
+            exclude = ~cams.frame_mask() if masks is None else masks | ~cams.frame_mask()
+        fp, fc = far_shell_points(prior, valid, images, cams, cfg.far_fill, cfg.far_stride, exclude=exclude,
+                                  plane=plane)
         pts, cols = torch.cat([pts, fp]), torch.cat([cols, fc])
         m["n_far_points"] = int(len(fp))
     g = gaussians_from_points(pts, cols, opacity=cfg.opacity)

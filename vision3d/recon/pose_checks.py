@@ -189,7 +189,7 @@ def check_model(cams: Cameras, points: np.ndarray, errors: np.ndarray,
     o = options or CheckOptions()
     rep = CheckReport()
     n_obs = [len(pid) for _, pid in observations]
-    spreads = [spread(np.asarray(uv), cams.width, cams.height) for uv, _ in observations]
+    spreads = [spread(np.asarray(uv), *cams.size(k)) for k, (uv, _) in enumerate(observations)]
     rep.values["min_points_per_photo"] = int(min(n_obs))
     rep.values["min_spread"] = round(float(min(spreads)), 4)
     few = [f"{names[c]} ({n_obs[c]})" for c in range(len(names)) if n_obs[c] < o.min_points_per_photo]

@@ -5,8 +5,9 @@ Entry points:
 * :func:`estimate_poses`: features and matches of every photo pair (COLMAP's SIFT, or
   learned features with LightGlue from :mod:`vision3d.recon.matching`), COLMAP's
   two-view verification, then COLMAP's incremental mapper tuned for very few views
-  (see :class:`SfMOptions`: one shared SIMPLE_PINHOLE camera with a focal-length
-  prior of ``focal_factor * max(w, h)`` or a given ``K``, models of 2 photos, far
+  (see :class:`SfMOptions`: one SIMPLE_PINHOLE camera per camera group (photos of one
+  size from one camera; one group for photos of one size) with a focal-length prior from
+  EXIF or ``focal_factor * max(w, h)``, or a given ``K``, models of 2 photos, far
   fewer inliers than COLMAP's defaults) started from every well-matched pair. A
   solution is returned only when it passes the checks of
   :mod:`vision3d.recon.pose_checks` and independent solutions agree
@@ -240,10 +241,11 @@ def _write_images(images: torch.Tensor, names: Sequence[str], folder: Path, fact
     return files
 
 
-def _reader_options(K: torch.Tensor | None, width: int, height: int, opts: SfMOptions):
+def _reader_options(K: torch.Tensor | None, width: int, height: int, opts: SfMOptions, focal: float | None = None):
     """COLMAP's camera for the photos: PINHOLE with ``K`` [3, 3] when it is known, otherwise
-    SIMPLE_PINHOLE with the focal prior (rendered or exported photos have no EXIF: state the
-    prior rather than let COLMAP guess per photo). ``width``, ``height``: pixels of the files."""
+    SIMPLE_PINHOLE with the focal prior ``focal`` (pixels of the files; None: ``focal_factor *
+    max(width, height)``): we read EXIF ourselves (:mod:`vision3d.io.exif`) and state the prior
+    rather than let COLMAP guess per photo. ``width``, ``height``: pixels of the files."""
     import pycolmap
 
     reader = pycolmap.ImageReaderOptions()
@@ -252,10 +254,52 @@ def _reader_options(K: torch.Tensor | None, width: int, height: int, opts: SfMOp
         reader.camera_model = "PINHOLE"
         reader.camera_params = f"{k[0, 0]:.6f},{k[1, 1]:.6f},{k[0, 2]:.6f},{k[1, 2]:.6f}"
     else:
-        f = opts.focal_factor * max(width, height)
+        f = opts.focal_factor * max(width, height) if focal is None else focal
         reader.camera_model = "SIMPLE_PINHOLE"
         reader.camera_params = f"{f:.6f},{width / 2:.6f},{height / 2:.6f}"
     return reader
+
+
+@dataclass
+class CameraGroup:
+    """Photos that share one COLMAP camera: the same size and the same physical camera.
+
+    Attributes:
+        members: indices of the photos. width, height: their size in pixels.
+        focal: the focal-length prior in pixels of that size, or None (``focal_factor * max(w, h)``).
+    """
+
+    members: list[int]
+    width: int
+    height: int
+    focal: float | None = None
+
+
+def camera_groups(sizes: Sequence[tuple[int, int]], focal_priors: Sequence[float | None] | None = None,
+                  camera_ids: Sequence[str] | None = None) -> list[CameraGroup]:
+    """Group photos into COLMAP cameras: one per distinct (size, camera id, focal prior).
+
+    The same phone held portrait and landscape gives two groups (a COLMAP camera has one
+    width and height) whose priors are the same focal length, i.e. the intrinsics transposed;
+    bundle adjustment refines each group's focal on its own.
+
+    Args:
+        sizes: per photo (width, height) in pixels. focal_priors: per photo a focal prior in
+            pixels or None. camera_ids: per photo a camera identity (EXIF make/model), or None.
+    """
+    groups: dict[tuple, CameraGroup] = {}
+    for i, (w, h) in enumerate(sizes):
+        f = None if focal_priors is None else focal_priors[i]
+        key = (int(w), int(h), None if camera_ids is None else camera_ids[i], None if f is None else round(f, 3))
+        if key not in groups:
+            groups[key] = CameraGroup([], int(w), int(h), f)
+        groups[key].members.append(i)
+    return list(groups.values())
+
+
+def _photo_sizes(images) -> list[tuple[int, int]]:
+    """(width, height) per photo of [N, H, W, 3] or a list of [H_i, W_i, 3]."""
+    return [(int(im.shape[1]), int(im.shape[0])) for im in images]
 
 
 def _set_photo_cameras(db_path: Path, files: Sequence[str], Ks: torch.Tensor) -> None:
@@ -272,11 +316,12 @@ def _set_photo_cameras(db_path: Path, files: Sequence[str], Ks: torch.Tensor) ->
 
 
 def _extract_and_match(db: Path, img_dir: Path, files: list[str], width: int, height: int,
-                       K: torch.Tensor | None, opts: SfMOptions, seed: int, factor: int = 1) -> None:
+                       K: torch.Tensor | None, opts: SfMOptions, seed: int, factor: int = 1,
+                       groups: Sequence[CameraGroup] | None = None) -> None:
     """SIFT + exhaustive matching into ``db``; ``width``, ``height``, ``K`` are of the
     original photos, the files in ``img_dir`` are ``factor`` times larger. ``K``: None
-    (focal prior, one shared camera), [3, 3] (known, shared) or [N, 3, 3] (known, one
-    camera per photo)."""
+    (focal prior, one camera per group of ``groups``; None: one shared camera), [3, 3]
+    (known, shared) or [N, 3, 3] (known, one camera per photo)."""
     import pycolmap
 
     width, height = width * factor, height * factor
@@ -296,8 +341,17 @@ def _extract_and_match(db: Path, img_dir: Path, files: list[str], width: int, he
     if factor > 1:
         ext.sift.first_octave = 0  # already upsampled: a further 2x costs 4x the matching for little gain
     mode = pycolmap.CameraMode.PER_IMAGE if per_photo else pycolmap.CameraMode.SINGLE
-    pycolmap.extract_features(db, img_dir, image_names=files, camera_mode=mode, reader_options=reader,
-                              extraction_options=ext, device=pycolmap.Device.cpu)
+    if K is None and groups is not None and len(groups) > 1:
+        for g in groups:  # one extraction per group: each makes its own camera with the group's prior
+            gr = _reader_options(None, g.width * factor, g.height * factor, opts,
+                                 None if g.focal is None else g.focal * factor)
+            pycolmap.extract_features(db, img_dir, image_names=[files[i] for i in g.members], camera_mode=mode,
+                                      reader_options=gr, extraction_options=ext, device=pycolmap.Device.cpu)
+    else:
+        if K is None and groups is not None and groups[0].focal is not None:
+            reader = _reader_options(None, width, height, opts, groups[0].focal * factor)
+        pycolmap.extract_features(db, img_dir, image_names=files, camera_mode=mode, reader_options=reader,
+                                  extraction_options=ext, device=pycolmap.Device.cpu)
     if per_photo:  # before matching: the two-view verification uses each photo's intrinsics
         _set_photo_cameras(db, files, K)
     match = pycolmap.FeatureMatchingOptions()
@@ -307,19 +361,25 @@ def _extract_and_match(db: Path, img_dir: Path, files: list[str], width: int, he
     pycolmap.match_exhaustive(db, matching_options=match, verification_options=verify, device=pycolmap.Device.cpu)
 
 
-def _learned_extract_and_match(db: Path, img_dir: Path, files: list[str], images: torch.Tensor,
-                               K: torch.Tensor | None, opts: SfMOptions, seed: int, matcher: str) -> None:
+def _learned_extract_and_match(db: Path, img_dir: Path, files: list[str], images,
+                               K: torch.Tensor | None, opts: SfMOptions, seed: int, matcher: str,
+                               groups: Sequence[CameraGroup] | None = None) -> None:
     """Learned features and matches of every photo pair into ``db``, then COLMAP's two-view
-    geometry verification; ``images`` [N, H, W, 3] are the photos written as ``files`` in ``img_dir``."""
+    geometry verification; ``images`` ([N, H, W, 3] or N [H_i, W_i, 3]) are the photos written as
+    ``files`` in ``img_dir``; one camera per group of ``groups`` (None: one shared camera)."""
     import pycolmap
 
     from vision3d.recon.matching import MatcherOptions, load_matcher
     from vision3d.utils.threads import cpu_threads
 
-    H, W = images.shape[1:3]
-    reader = _reader_options(K, W, H, opts)
     pycolmap.Database.open(str(db)).close()  # import_images wants an existing database
-    pycolmap.import_images(db, img_dir, pycolmap.CameraMode.SINGLE, image_names=files, options=reader)
+    if groups is None:
+        H, W = images[0].shape[:2]
+        groups = [CameraGroup(list(range(len(files))), W, H)]
+    for g in groups:  # one import per group: each makes its own camera
+        reader = _reader_options(K, g.width, g.height, opts, g.focal)
+        pycolmap.import_images(db, img_dir, pycolmap.CameraMode.SINGLE, image_names=[files[i] for i in g.members],
+                               options=reader)
     matcher = load_matcher(matcher, MatcherOptions(max_keypoints=opts.max_keypoints,
                                                         feature_side=opts.feature_side))
     # on a CPU shared with other processes torch's threads wait for each other (10-100x slower
@@ -385,12 +445,11 @@ def _result_from_reconstruction(rec, names: Sequence[str], files: Sequence[str],
     pts = np.array([rec.points3D[p].xyz for p in pids], dtype=np.float32).reshape(-1, 3)
     cols = np.array([rec.points3D[p].color for p in pids], dtype=np.float32).reshape(-1, 3) / 255.0
     errs = np.array([rec.points3D[p].error for p in pids], dtype=np.float32)
-    w2cs, Ks, obs = [], [], []
-    W = H = 0
+    w2cs, Ks, obs, sizes = [], [], [], []
     for i in reg:
         img = by_file[files[i]]
         cam = rec.cameras[img.camera_id]
-        W, H = int(cam.width) // factor, int(cam.height) // factor
+        sizes.append((int(cam.width) // factor, int(cam.height) // factor))
         m = np.eye(4)
         m[:3, :4] = img.cam_from_world().matrix()
         w2cs.append(m)
@@ -404,8 +463,8 @@ def _result_from_reconstruction(rec, names: Sequence[str], files: Sequence[str],
                 pi.append(index[p2d.point3D_id])
         obs.append((torch.tensor(np.array(uv, dtype=np.float32).reshape(-1, 2) / factor),
                     torch.tensor(np.array(pi, dtype=np.int64))))
-    cams = Cameras(torch.from_numpy(np.stack(w2cs)).float(), torch.from_numpy(np.stack(Ks)).float(), W, H,
-                   [names[i] for i in reg])
+    cams = Cameras.from_sizes(torch.from_numpy(np.stack(w2cs)).float(), torch.from_numpy(np.stack(Ks)).float(),
+                              sizes or [(0, 0)], [names[i] for i in reg])
     return SfMResult(cams, torch.from_numpy(pts), torch.from_numpy(cols), torch.from_numpy(errs), obs, unreg)
 
 
@@ -489,16 +548,19 @@ def _mapper_options(opts: SfMOptions, seed: int, refine: bool, init_ids: tuple[i
     return mo
 
 
-def solve_candidates(images: torch.Tensor, names: Sequence[str], work_dir: Path, matcher: str, *,
+def solve_candidates(images, names: Sequence[str], work_dir: Path, matcher: str, *,
                      K: torch.Tensor | None = None, options: SfMOptions | None = None,
-                     seed: int = 0) -> tuple[list[Candidate], dict[str, int], set[str]]:
+                     seed: int = 0, focal_priors: Sequence[float | None] | None = None,
+                     camera_ids: Sequence[str] | None = None) -> tuple[list[Candidate], dict[str, int], set[str]]:
     """Every pose solution one matcher yields: one incremental mapping per initial pair
     (and focal refined / fixed), each model with all photos registered, with its checks.
 
     Args:
-        images: [N, H, W, 3] float32 photos in [0, 1]. names: N unique names.
+        images: [N, H, W, 3] float32 photos in [0, 1], or N tensors [H_i, W_i, 3] of their own
+            sizes. names: N unique names.
         work_dir: scratch folder (emptied first). matcher: a :data:`~vision3d.recon.matching.MATCHERS` name.
         K: optional [3, 3] known shared intrinsics (fixed). options: :class:`SfMOptions`. seed: RANSAC/mapper seed.
+        focal_priors, camera_ids: per photo, see :func:`camera_groups`.
     Returns:
         (candidates, per photo name the most verified matches it shares with another photo,
         the names of the photos that some model registered).
@@ -511,15 +573,18 @@ def solve_candidates(images: torch.Tensor, names: Sequence[str], work_dir: Path,
     work_dir = Path(work_dir)
     shutil.rmtree(work_dir, ignore_errors=True)
     img_dir = work_dir / "images"
-    H, W = images.shape[1:3]
-    factor = _feature_factor(W, H, opts) if matcher == "sift" else 1
+    sizes = _photo_sizes(images)
+    W, H = sizes[0]
+    groups = camera_groups(sizes, focal_priors, camera_ids) if K is None else None
+    # one upsampling factor for every photo (keypoints are scaled back with it): the largest photo's
+    factor = _feature_factor(max(w for w, _ in sizes), max(h for _, h in sizes), opts) if matcher == "sift" else 1
     files = _write_images(images, names, img_dir, factor)
     db = work_dir / "database.db"
     pycolmap.set_random_seed(seed)
     if matcher == "sift":
-        _extract_and_match(db, img_dir, files, W, H, K, opts, seed, factor)
+        _extract_and_match(db, img_dir, files, W, H, K, opts, seed, factor, groups)
     else:
-        _learned_extract_and_match(db, img_dir, files, images, K, opts, seed, matcher)
+        _learned_extract_and_match(db, img_dir, files, images, K, opts, seed, matcher, groups)
     best = _pair_inliers(db)
     best = {n: best.get(f, 0) for n, f in zip(names, files)}
     pairs = _read_pairs(db, files)
@@ -530,7 +595,9 @@ def solve_candidates(images: torch.Tensor, names: Sequence[str], work_dir: Path,
     # there is one, and a solution only counts when another start confirms it.
     starts = sorted((p for p in pairs if p.n_inliers >= max(opts.min_inliers, 20)), key=lambda p: -p.n_inliers)
     refine_options = [True, False] if (opts.refine_focal and K is None) else [False]
-    prior_f = opts.focal_factor * max(W, H) if K is None else float(K[0, 0])
+    prior_f = torch.full((len(names),), float(K[0, 0]) if K is not None else 0.0, dtype=torch.float64)
+    for g in groups or []:  # per photo, its camera's focal prior
+        prior_f[g.members] = g.focal if g.focal is not None else opts.focal_factor * max(g.width, g.height)
     out: list[Candidate] = []
     registered: set[str] = set()
     for p in starts[: opts.max_init_pairs]:
@@ -548,7 +615,8 @@ def solve_candidates(images: torch.Tensor, names: Sequence[str], work_dir: Path,
                 continue
             # With 2-4 photos the focal length is weakly constrained: refining it can slide into a
             # wrong-but-consistent model (seen: focal 0.56x the truth, 100 degree rotation errors).
-            if refine and not 0.7 <= float(res.cameras.K[0, 0, 0]) / prior_f <= 1.5:
+            ratio = res.cameras.K[:, 0, 0].double() / prior_f[[list(names).index(n) for n in res.cameras.names]]
+            if refine and not bool(((ratio >= 0.7) & (ratio <= 1.5)).all()):
                 continue
             obs = [(uv.numpy(), pid.numpy()) for uv, pid in res.observations]
             report = check_model(res.cameras, res.points.double().numpy(), res.errors.numpy(), obs, pairs,
@@ -630,8 +698,10 @@ def choose_solution(candidates: list[Candidate], names: Sequence[str], opts: SfM
     return chosen.result, metrics
 
 
-def _estimate_poses(images: torch.Tensor, names: Sequence[str], work_dir: Path, *,
-                    K: torch.Tensor | None = None, options: SfMOptions | None = None, seed: int = 0) -> SfMResult:
+def _estimate_poses(images, names: Sequence[str], work_dir: Path, *,
+                    K: torch.Tensor | None = None, options: SfMOptions | None = None, seed: int = 0,
+                    focal_priors: Sequence[float | None] | None = None,
+                    camera_ids: Sequence[str] | None = None) -> SfMResult:
     """Estimate camera poses and sparse points from 2-4 photos, or refuse.
 
     Matches every photo pair with each of ``options.matchers`` (learned features with
@@ -641,12 +711,17 @@ def _estimate_poses(images: torch.Tensor, names: Sequence[str], work_dir: Path, 
     (:func:`choose_solution`): a wrong solution is refused, not returned.
 
     Args:
-        images: [N, H, W, 3] float32 photos in [0, 1], N >= 2.
+        images: [N, H, W, 3] float32 photos in [0, 1], N >= 2, or N tensors [H_i, W_i, 3]
+            of their own sizes.
         names: N unique names (used for files and in messages).
         work_dir: scratch folder for the COLMAP databases (emptied first).
         K: optional [3, 3] known intrinsics (pixels) shared by all photos; fixed in
-            bundle adjustment. Without it a SIMPLE_PINHOLE camera with focal prior
-            ``focal_factor * max(W, H)`` is refined.
+            bundle adjustment. Without it one SIMPLE_PINHOLE camera per :func:`camera_groups`
+            group (one for photos of one size) with focal prior ``focal_priors[i]`` (pixels)
+            or ``focal_factor * max(W, H)`` is refined.
+        focal_priors: optional per-photo focal priors in pixels (None entries: the default).
+        camera_ids: optional per-photo camera identities (EXIF make/model); photos of
+            different identities never share a camera.
         options: :class:`SfMOptions`.
         seed: random seed for RANSAC and the mapper (results are reproducible).
     Returns:
@@ -665,7 +740,8 @@ def _estimate_poses(images: torch.Tensor, names: Sequence[str], work_dir: Path, 
     best: dict[str, int] = {}
     registered: set[str] = set()
     for m in opts.matchers:
-        cands, b, reg = solve_candidates(images, names, work_dir / m, m, K=K, options=opts, seed=seed)
+        cands, b, reg = solve_candidates(images, names, work_dir / m, m, K=K, options=opts, seed=seed,
+                                         focal_priors=focal_priors, camera_ids=camera_ids)
         candidates += cands
         registered |= reg
         best = {n: max(best.get(n, 0), b.get(n, 0)) for n in names}
@@ -674,12 +750,13 @@ def _estimate_poses(images: torch.Tensor, names: Sequence[str], work_dir: Path, 
     return res
 
 
-def _triangulate_known_poses(images: torch.Tensor, cameras: Cameras, work_dir: Path, *,
+def _triangulate_known_poses(images, cameras: Cameras, work_dir: Path, *,
                             options: SfMOptions | None = None, seed: int = 0) -> SfMResult:
     """Sparse points from photos with known, fixed cameras (COLMAP point triangulator).
 
     Args:
-        images: [N, H, W, 3] float32 in [0, 1].
+        images: [N, H, W, 3] float32 in [0, 1] (with ``cameras.sizes``: canvases, each photo
+            in the top-left corner), or N tensors [H_i, W_i, 3] of their own sizes.
         cameras: N known cameras (OpenCV); ``cameras.names`` name the photos.
         work_dir: scratch folder (emptied first).
     Returns:
@@ -695,11 +772,13 @@ def _triangulate_known_poses(images: torch.Tensor, cameras: Cameras, work_dir: P
     names = list(cameras.names) or [f"{i:03d}" for i in range(len(cameras))]
     img_dir = work_dir / "images"
     factor = _feature_factor(cameras.width, cameras.height, opts)
+    if cameras.sizes is not None:  # each photo at its own size (never the canvas padding)
+        images = [im[:cameras.size(i)[1], :cameras.size(i)[0]] for i, im in enumerate(images)]
     files = _write_images(images, names, img_dir, factor)
     db = work_dir / "database.db"
     pycolmap.set_random_seed(seed)
     # one shared camera when the photos share their intrinsics, otherwise one camera per photo
-    same_K = bool(torch.allclose(cameras.K, cameras.K[0:1].expand_as(cameras.K)))
+    same_K = cameras.sizes is None and bool(torch.allclose(cameras.K, cameras.K[0:1].expand_as(cameras.K)))
     _extract_and_match(db, img_dir, files, cameras.width, cameras.height, cameras.K[0] if same_K else cameras.K,
                        opts, seed, factor)
     # A reconstruction whose image/camera ids are the database's, with our poses.
@@ -711,7 +790,8 @@ def _triangulate_known_poses(images: torch.Tensor, cameras: Cameras, work_dir: P
         im = db_images[f]
         if im.camera_id not in added:
             k = cameras.K[i].double() * torch.tensor([[factor], [factor], [1.0]], dtype=torch.float64)
-            cam = pycolmap.Camera(model="PINHOLE", width=cameras.width * factor, height=cameras.height * factor,
+            w, h = cameras.size(i)
+            cam = pycolmap.Camera(model="PINHOLE", width=w * factor, height=h * factor,
                                   params=[float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2])],
                                   camera_id=im.camera_id)
             rec.add_camera_with_trivial_rig(cam)
@@ -736,9 +816,9 @@ def _triangulate_known_poses(images: torch.Tensor, cameras: Cameras, work_dir: P
     res = _result_from_reconstruction(tri, names, files, factor)
     # Keep the given cameras bit-exactly (the triangulator must not have moved them, but float
     # round trips through COLMAP's quaternions would still perturb the last digits).
-    res.cameras = Cameras(cameras.world_to_cam[[names.index(n) for n in res.cameras.names]].clone(),
-                          cameras.K[[names.index(n) for n in res.cameras.names]].clone(),
-                          cameras.width, cameras.height, list(res.cameras.names))
+    res.cameras = cameras[[names.index(n) for n in res.cameras.names]]
+    res.cameras = Cameras(res.cameras.world_to_cam.clone(), res.cameras.K.clone(), cameras.width, cameras.height,
+                          list(res.cameras.names), res.cameras.sizes)
     return res
 
 
@@ -796,7 +876,7 @@ def recover_cameras(vf, cfg: CameraConfig, work_dir: Path, seed: int = 0, log=No
     """
     t0 = time.perf_counter()
     tr = vf.train
-    images = vf.load_images(tr)
+    images = vf.load_images(tr, as_list=vf.sizes is not None)  # photos of different sizes: each its own
     names = [vf.names[i] for i in tr]
     source = cfg.source
     if source == "auto":
@@ -817,12 +897,28 @@ def recover_cameras(vf, cfg: CameraConfig, work_dir: Path, seed: int = 0, log=No
         frame = "given"
     else:
         K = vf.K[tr[0]] if (cfg.use_given_intrinsics and vf.has_poses) else None
+        if K is not None and vf.sizes is not None:
+            raise UserError("stages.cameras.use_given_intrinsics: the photos differ in size, so they have no one "
+                            "shared K; set use_given_intrinsics: false (the focal is estimated per camera)")
+        priors = [vf.focal_prior(i) for i in tr]
+        focal_priors = [None if p is None else p["focal_px"] for p in priors]
+        exif = vf.cameras_exif or [None] * len(vf.names)
+        camera_ids = [(exif[i] or {}).get("camera") for i in tr]  # different phones never share a camera
+        groups = camera_groups([vf.size(i) for i in tr], focal_priors, camera_ids)
         if log is not None:
-            log.info(f"[cameras] estimating poses of {len(names)} photos ({', '.join(cfg.matchers)} features)")
-        sfm = estimate_poses(images, names, work_dir, K=K, options=cfg, seed=seed)
+            log.info(f"[cameras] estimating poses of {len(names)} photos ({', '.join(cfg.matchers)} features, "
+                     f"{len(groups)} camera{'s' if len(groups) > 1 else ''})")
+        sfm = estimate_poses(images, names, work_dir, K=K, options=cfg, seed=seed, focal_priors=focal_priors,
+                             camera_ids=camera_ids)
         metrics["matcher"] = sfm.checks.get("matcher")
         metrics.update({f"check_{k}": v for k, v in sfm.checks.items() if k != "matcher"})
         metrics["focal_px"] = float(sfm.cameras.K[0, 0, 0])
+        if len(groups) > 1 or any(p is not None for p in priors):
+            metrics["n_cameras"] = len(groups)
+            metrics["focal_px_per_photo"] = {n: round(float(k), 3) for n, k in zip(sfm.cameras.names,
+                                                                                 sfm.cameras.K[:, 0, 0])}
+        # which focal prior each photo got (EXIF, or the default focal_factor * longer side)
+        metrics["focal_prior"] = {n: ("default" if p is None else p["source"]) for n, p in zip(names, priors)}
         frame = "colmap"
         if vf.has_poses and cfg.align_to_given:
             ref = vf.cameras(tr)
@@ -837,10 +933,11 @@ def recover_cameras(vf, cfg: CameraConfig, work_dir: Path, seed: int = 0, log=No
             for k, i in enumerate(tr):
                 w2c[i] = sfm.cameras.world_to_cam[k]
                 Ks[i] = sfm.cameras.K[k]
-            all_cams = Cameras(w2c, Ks, vf.width, vf.height, list(vf.names))
+            all_cams = Cameras(w2c, Ks, vf.width, vf.height, list(vf.names), vf.sizes)
         else:
             all_cams = Cameras(sfm.cameras.world_to_cam.clone(), sfm.cameras.K.clone(), vf.width, vf.height,
-                               list(names))
+                               list(sfm.cameras.names),
+                               None if vf.sizes is None else [vf.size(vf.names.index(n)) for n in sfm.cameras.names])
     if len(sfm.points):
         # wrong matches triangulate to points far off their neighbours' depth; a too-near one
         # becomes a floater in the init and spreads through depth completion

@@ -87,10 +87,17 @@ def build_depth_prior(sfm, images: torch.Tensor, cfg: DepthPriorConfig, *, masks
         denses = torch.stack([dense_depth_prior(sparses[k], images[k], cfg.method) for k in range(len(cams))])
         valids = torch.stack([support_mask(sparses[k], cfg.support * max(cams.width, cams.height)) & (denses[k] > 0)
                               for k in range(len(cams))])
+        if cams.sizes is not None:  # photos of different sizes: canvas pixels outside a photo have no depth
+            valids &= cams.frame_mask()
         if cfg.consistency > 0 and len(cams) > 1:
             valids = multiview_consistent(denses, valids, cams, cfg.consistency)
     else:
         denses, valids = sparses.clone(), sparses > 0
+    frame = cams.frame_mask()
+    if frame is not None:
+        valids &= frame
+        denses = torch.where(frame, denses, torch.zeros_like(denses))
+        masks = ~frame if masks is None else masks | ~frame  # and are never ground
     m: dict = {}
     plane = gmask = None
     if cfg.ground:

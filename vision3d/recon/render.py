@@ -18,7 +18,7 @@ def turntable_cameras(cameras: Cameras, center: torch.Tensor, n_frames: int = 60
 
     The orbit's axis is the mean "up" of the input cameras (their -y axis), its
     radius and elevation the mean of the inputs', so the video shows the object
-    from the height it was photographed at; intrinsics are the first input's.
+    from the height it was photographed at; intrinsics and frame size are the first input's.
     """
     c2w = cameras.cam_to_world.double()
     up = -c2w[:, :3, 1].mean(0)
@@ -41,8 +41,8 @@ def turntable_cameras(cameras: Cameras, center: torch.Tensor, n_frames: int = 60
         eye = center + radius * (math.cos(elev) * (math.cos(th) * a + math.sin(th) * b) + math.sin(elev) * up)
         w2cs.append(look_at(eye, center, up))
     K = cameras.K[:1].expand(n_frames, 3, 3).clone()
-    return Cameras(torch.stack(w2cs).float(), K, cameras.width, cameras.height,
-                   [f"turntable_{k:03d}" for k in range(n_frames)])
+    w, h = cameras.size(0)  # photos of different sizes: the first photo's own frame, not the canvas
+    return Cameras(torch.stack(w2cs).float(), K, w, h, [f"turntable_{k:03d}" for k in range(n_frames)])
 
 
 def write_video(frames: list[np.ndarray] | np.ndarray, path_stem: Path, fps: int = 24) -> Path:

@@ -73,11 +73,12 @@ class LoadViews(Stage):
         vf = prepare_views(ctx.input("data"), out, max_side=params.max_side, train_views=params.train_views,
                            max_test_views=params.max_test_views, use_masks=params.use_masks)
         ctx.log.info(f"[views] {len(vf.train)} training photos, {len(vf.test)} held-out views, "
-                     f"{vf.width}x{vf.height}, poses {'given' if vf.has_poses else 'unknown'}, "
+                     f"{vf.width}x{vf.height}{'' if vf.sizes is None else ' (largest; sizes differ)'}, poses {'given' if vf.has_poses else 'unknown'}, "
                      f"masks {('yes' if vf.train_masks else 'evaluation only') if vf.has_masks else 'no'}")
         return {"n_train": len(vf.train), "n_test": len(vf.test), "width": vf.width, "height": vf.height,
                 "has_poses": vf.has_poses, "has_masks": vf.has_masks, "has_gt_depth": vf.has_depth,
-                "has_gt_mesh": vf.mesh is not None, "source": vf.source}
+                "has_gt_mesh": vf.mesh is not None, "source": vf.source,
+                **({} if vf.sizes is None else {"sizes": {n: f"{w}x{h}" for n, (w, h) in zip(vf.names, vf.sizes)}})}
 
 
 # ---------------------------------------------------------------------------- cameras
@@ -269,7 +270,7 @@ class RenderViews(Stage):
         from vision3d.io.ply import read_splat_ply
         from vision3d.recon.poses import look_at_point
         from vision3d.recon.render import turntable_cameras, write_video
-        from vision3d.recon.trainer import render
+        from vision3d.recon.trainer import crop_to_view, render
         from vision3d.recon.render import colorize_depth
 
         g = read_splat_ply(ctx.input("splat"))
@@ -279,9 +280,11 @@ class RenderViews(Stage):
         rdir, ddir = ctx.output_dir("renders"), ctx.output_dir("depth")
         for i, n in enumerate(cams.names):
             sub = "test" if splits[i] == "test" else "train"
-            save_image(rdir / sub / f"{n}.png", rgb[i])
-            save_image(ddir / sub / f"{n}.png", colorize_depth(depth[i]))
-            np.savez_compressed(ddir / sub / f"{n}.npz", depth=depth[i].numpy(), alpha=alpha[i].numpy())
+            # each view at its own size (photos of different sizes render on a shared canvas)
+            rgb_i, depth_i, alpha_i = (crop_to_view(cams, i, x[i]) for x in (rgb, depth, alpha))
+            save_image(rdir / sub / f"{n}.png", rgb_i)
+            save_image(ddir / sub / f"{n}.png", colorize_depth(depth_i))
+            np.savez_compressed(ddir / sub / f"{n}.npz", depth=depth_i.numpy(), alpha=alpha_i.numpy())
         m = {"n_rendered": len(cams), "render_seconds_per_view": (time.perf_counter() - t0) / max(1, len(cams))}
         vdir = ctx.output_dir("video")
         if params.turntable_frames > 0:

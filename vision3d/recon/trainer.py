@@ -50,7 +50,8 @@ class TrainData:
     """Everything the loop trains on (training views only).
 
     Attributes:
-        images: [V, H, W, 3] float32 in [0, 1].
+        images: [V, H, W, 3] float32 in [0, 1] (with ``cameras.sizes``: canvases, each photo in
+            the top-left corner; only the photo's own pixels train).
         cameras: V cameras (OpenCV).
         depth_prior: [V, H, W] float32 prior depth (world units, 0 = none) or None.
         prior_valid: [V, H, W] bool where the prior is trusted, or None.
@@ -174,6 +175,9 @@ def _train(init: Gaussians, data: TrainData, cfg: TrainConfig, device: torch.dev
     backdrop = backdrop_mask(images, bg, masks) if cfg.random_background else None
     if backdrop is not None and not backdrop.any():
         backdrop = None
+    # photos of different sizes share a canvas (vision3d.core.cameras): beyond a photo's own frame
+    # the target is the render itself, so those pixels neither pull nor count
+    frame = dev(data.cameras.frame_mask())
 
     scene_scale = _scene_scale(data.cameras)
     params = _params_from_gaussians(init, cfg.sh_degree, device)
@@ -221,6 +225,8 @@ def _train(init: Gaussians, data: TrainData, cfg: TrainConfig, device: torch.dev
         gt = images[v]
         if backdrop is not None:  # the backdrop shows the same random colour the render's background has
             gt = torch.where(backdrop[v][..., None], bg, gt)
+        if frame is not None:
+            gt = torch.where(frame[v][..., None], gt, rgb.detach())
         photometric = L.photometric_loss(rgb, gt, cfg.lambda_ssim)
         rendered = StepOutput(step, v, rgb, gt, out.depth[0, ..., 0] if render_depth else None,
                               out.alpha[0, ..., 0] if render_depth else None, params, cams)
@@ -244,7 +250,8 @@ def _train(init: Gaussians, data: TrainData, cfg: TrainConfig, device: torch.dev
             for t in terms:
                 t.gaussians_changed()
         with torch.no_grad():
-            mse = float(((rgb.detach().clamp(0, 1) - gt) ** 2).mean())
+            se = (rgb.detach().clamp(0, 1) - gt) ** 2
+            mse = float(se.mean()) if frame is None else float(se.sum() / (3 * frame[v].sum()))
             last_psnr.append(10 * math.log10(1 / max(mse, 1e-10)))
             last_psnr = last_psnr[-V:]
         if log and cfg.log_every and step % cfg.log_every == 0:
@@ -279,7 +286,8 @@ def render(gaussians: Gaussians, cameras: Cameras, background=(1.0, 1.0, 1.0), d
 
     Returns:
         rgb [C, H, W, 3] in [0, 1], depth [C, H, W] (expected camera z, world units,
-        0 where alpha ~ 0), alpha [C, H, W]; all float32 on the CPU.
+        0 where alpha ~ 0), alpha [C, H, W]; all float32 on the CPU. With ``cameras.sizes``
+        these are canvases: view i's own picture is ``[i, :h_i, :w_i]`` (:func:`crop_to_view`).
     """
     g = gaussians.to(device)
     cams = cameras.to(device)
@@ -295,3 +303,9 @@ def render(gaussians: Gaussians, cameras: Cameras, background=(1.0, 1.0, 1.0), d
         depths.append(torch.where(a > 1e-3, out.depth[..., 0].cpu(), torch.zeros_like(a)))
         alphas.append(a)
     return torch.cat(rgbs), torch.cat(depths), torch.cat(alphas)
+
+
+def crop_to_view(cameras: Cameras, i: int, image: torch.Tensor) -> torch.Tensor:
+    """View ``i``'s own picture [h_i, w_i, ...] out of a canvas-sized render [H, W, ...] of it."""
+    w, h = cameras.size(i)
+    return image[:h, :w]

@@ -16,6 +16,13 @@ names, split (``train`` or ``test``) and, when known, the OpenCV
 ``world_to_cam`` 4x4 and ``K`` 3x3 (pixels, pixel centres at +0.5), already
 scaled to the stored image size.
 
+Photos of different sizes or orientations (phones rotate; people mix two phones) are
+kept at their own sizes, each downscaled on its own to ``max_side``; ``views.json`` then
+gives each frame its ``width`` and ``height`` and the top-level ``width``/``height`` are
+the canvas (the largest of each), as in :class:`vision3d.core.cameras.Cameras`. Stacked
+per-view maps are canvases with each photo in the top-left corner (the rest zero / False);
+``Cameras.frame_mask`` says which pixels are a view's own.
+
 Held-out (``test``) views are carried only so that the evaluation can render
 and score them: :meth:`ViewFolder.train` is what every training-side stage
 uses, and nothing in :mod:`vision3d.recon` reads test pixels except
@@ -47,7 +54,7 @@ class ViewFolder:
         root: the view folder.
         names: V view names (file stems, unique).
         splits: V strings, ``"train"`` or ``"test"``.
-        width, height: image size in pixels (shared).
+        width, height: image size in pixels (shared), or with ``sizes`` the canvas (largest of each).
         world_to_cam: [V, 4, 4] float32 OpenCV poses, or None when no pose is known.
         K: [V, 3, 3] float32 intrinsics (pixels), or None.
         has_masks: every view has an object mask (``masks/<name>.png``, bool).
@@ -56,6 +63,10 @@ class ViewFolder:
         has_depth: every view has a ground-truth depth map (``depth/<name>.npy``, metres).
         mesh: ground-truth mesh path (for Chamfer / F-score), or None.
         source: what the data was (``transforms``, ``colmap`` or ``images``).
+        sizes: per view its own ``[width, height]`` when the views differ in size, else None.
+        cameras_exif: per view what its photo's EXIF says (``{"camera": make and model,
+            "focal_px": focal prior in pixels of the stored image, "source": "exif_35mm" |
+            "exif_sensor"}``, keys absent when not stated) or None; None when no photo has EXIF.
     """
 
     root: Path
@@ -71,6 +82,13 @@ class ViewFolder:
     mesh: Path | None = None
     source: str = "images"
     extra: dict = field(default_factory=dict)
+    sizes: list[list[int]] | None = None
+    cameras_exif: list[dict | None] | None = None
+
+    def focal_prior(self, i: int) -> dict | None:
+        """View ``i``'s EXIF focal prior ``{"focal_px", "source", "camera"?}`` or None (not stated)."""
+        ex = None if self.cameras_exif is None else self.cameras_exif[i]
+        return ex if ex and "focal_px" in ex else None
 
     @property
     def train(self) -> list[int]:
@@ -89,25 +107,44 @@ class ViewFolder:
     def image_path(self, i: int) -> Path:
         return self.root / "images" / f"{self.names[i]}.png"
 
-    def load_images(self, indices: Sequence[int]) -> torch.Tensor:
-        """[N, H, W, 3] float32 in [0, 1]."""
+    def size(self, i: int) -> tuple[int, int]:
+        """(width, height) of view ``i``'s own image."""
+        return (self.width, self.height) if self.sizes is None else (int(self.sizes[i][0]), int(self.sizes[i][1]))
+
+    def _stack(self, maps: list[torch.Tensor], as_list: bool):
+        """Own-size maps as a list, or stacked on the canvas (top-left, zero / False elsewhere)."""
+        if as_list or not maps:
+            return maps
+        if self.sizes is None:
+            return torch.stack(maps)
+        out = maps[0].new_zeros((len(maps), self.height, self.width) + tuple(maps[0].shape[2:]))
+        for k, m in enumerate(maps):
+            out[k, :m.shape[0], :m.shape[1]] = m
+        return out
+
+    def load_images(self, indices: Sequence[int], as_list: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        """[N, H, W, 3] float32 in [0, 1] (canvas when the views differ in size), or with
+        ``as_list`` N tensors [H_i, W_i, 3] at each view's own size."""
         from vision3d.io.images import load_image
 
-        return torch.stack([load_image(self.image_path(i)) for i in indices])
+        return self._stack([load_image(self.image_path(i)) for i in indices], as_list)
 
-    def load_masks(self, indices: Sequence[int]) -> torch.Tensor | None:
-        """[N, H, W] bool object masks, or None."""
+    def load_masks(self, indices: Sequence[int], as_list: bool = False):
+        """[N, H, W] bool object masks (False outside a view's own frame), or a list of own-size
+        [H_i, W_i] masks with ``as_list``; None when the views have none."""
         from vision3d.io.images import load_mask
 
         if not self.has_masks:
             return None
-        return torch.stack([load_mask(self.root / "masks" / f"{self.names[i]}.png") for i in indices])
+        return self._stack([load_mask(self.root / "masks" / f"{self.names[i]}.png") for i in indices], as_list)
 
-    def load_depths(self, indices: Sequence[int]) -> torch.Tensor | None:
-        """[N, H, W] float32 ground-truth z-depth in metres (0 = missing), or None."""
+    def load_depths(self, indices: Sequence[int], as_list: bool = False):
+        """[N, H, W] float32 ground-truth z-depth in metres (0 = missing, and outside a view's own
+        frame), or a list of own-size maps with ``as_list``; None when there is none."""
         if not self.has_depth:
             return None
-        return torch.stack([torch.from_numpy(np.load(self.root / "depth" / f"{self.names[i]}.npy")) for i in indices])
+        return self._stack([torch.from_numpy(np.load(self.root / "depth" / f"{self.names[i]}.npy"))
+                            for i in indices], as_list)
 
     def cameras(self, indices: Sequence[int] | None = None) -> Cameras:
         """Known cameras of the given views (UserError when the set has no poses)."""
@@ -115,7 +152,7 @@ class ViewFolder:
             raise UserError(f"{self.root}: these views have no camera poses; run the 'cameras' stage (pycolmap) first")
         idx = list(range(len(self.names))) if indices is None else list(indices)
         return Cameras(self.world_to_cam[idx].clone(), self.K[idx].clone(), self.width, self.height,
-                       [self.names[i] for i in idx])
+                       [self.names[i] for i in idx], None if self.sizes is None else [self.sizes[i] for i in idx])
 
 
 def read_view_folder(root: str | Path) -> ViewFolder:
@@ -130,13 +167,15 @@ def read_view_folder(root: str | Path) -> ViewFolder:
     if all("world_to_cam" in f for f in frames):
         w2c = torch.tensor([f["world_to_cam"] for f in frames], dtype=torch.float32)
         K = torch.tensor([f["K"] for f in frames], dtype=torch.float32)
+    sizes = [[int(f["width"]), int(f["height"])] for f in frames] if all("width" in f for f in frames) else None
+    exif = [f.get("exif") for f in frames] if any("exif" in f for f in frames) else None
     return ViewFolder(
         root=root, names=[f["name"] for f in frames], splits=[f["split"] for f in frames],
         width=int(meta["width"]), height=int(meta["height"]), world_to_cam=w2c, K=K,
         has_masks=bool(meta.get("has_masks")), train_masks=bool(meta.get("train_masks", True)),
         has_depth=bool(meta.get("has_depth")),
         mesh=Path(meta["mesh"]) if meta.get("mesh") else None, source=meta.get("source", "images"),
-        extra=meta.get("extra", {}),
+        extra=meta.get("extra", {}), sizes=sizes, cameras_exif=exif,
     )
 
 
@@ -148,7 +187,8 @@ class TrainingViews:
     Attributes:
         folder: the run's :class:`ViewFolder`.
         cameras: V training cameras (OpenCV), in ``cameras.json`` order.
-        images: [V, H, W, 3] float32 photos in [0, 1].
+        images: [V, H, W, 3] float32 photos in [0, 1] (the canvas when they differ in size:
+            ``cameras.frame_mask()`` marks each photo's own pixels).
         masks: [V, H, W] bool object masks, or None when the data has none (or the job
             does not use them: ``views.use_masks: false``).
         all_cameras: every view's camera (training and held-out), with ``splits``.
@@ -203,6 +243,10 @@ def write_views_json(root: Path, vf: ViewFolder) -> None:
             fr["mask"] = f"masks/{n}.png"
         if vf.has_depth:
             fr["depth"] = f"depth/{n}.npy"
+        if vf.sizes is not None:
+            fr["width"], fr["height"] = vf.size(i)
+        if vf.cameras_exif is not None and vf.cameras_exif[i]:
+            fr["exif"] = vf.cameras_exif[i]
         if vf.world_to_cam is not None:
             fr["world_to_cam"] = vf.world_to_cam[i].tolist()
             fr["K"] = vf.K[i].tolist()
@@ -231,6 +275,10 @@ class _Source:
     depth_paths: list[Path] | None = None
     depth_scale: float = 1e-3
     mesh: Path | None = None
+    sizes: list[tuple[int, int]] | None = None  # per photo (width, height) as displayed; None: all width x height
+
+    def size(self, i: int) -> tuple[int, int]:
+        return (self.width, self.height) if self.sizes is None else self.sizes[i]
 
 
 def _find_mesh(folder: Path) -> Path | None:
@@ -258,9 +306,11 @@ def _discover(data: Path, use_poses: bool) -> _Source:
             split[i] = "train"
         for i in vs.test_indices:
             split[i] = "test"
+        sizes = None if vs.cameras.sizes is None else [tuple(map(int, x)) for x in vs.cameras.sizes.tolist()]
         return _Source("transforms", list(vs.image_paths), split,
                        vs.cameras.world_to_cam if use_poses else None, vs.cameras.K if use_poses else None,
-                       vs.cameras.width, vs.cameras.height, vs.mask_paths, vs.depth_paths, vs.depth_unit_scale, mesh)
+                       vs.cameras.width, vs.cameras.height, vs.mask_paths, vs.depth_paths, vs.depth_unit_scale, mesh,
+                       sizes)
     if use_poses and any((c / f"cameras.{e}").is_file() for c in (folder / "sparse" / "0", folder / "sparse", folder)
                          for e in ("bin", "txt")):
         from vision3d.io.colmap import read_colmap
@@ -278,18 +328,16 @@ def _discover(data: Path, use_poses: bool) -> _Source:
 
     img_dir = folder / "images" if (folder / "images").is_dir() else folder
     paths = list_images(img_dir)
-    sizes = [image_size(p) for p in paths]
-    if len(set(sizes)) > 1:
-        j = next(k for k, s in enumerate(sizes) if s != sizes[0])
-        raise UserError(f"{paths[j]}: photo is {sizes[j][0]}x{sizes[j][1]} but {paths[0].name} is "
-                        f"{sizes[0][0]}x{sizes[0][1]}; use photos from one camera at one size")
+    sizes = [image_size(p) for p in paths]  # as displayed (EXIF orientation applied); may differ per photo
     masks = None
     mdir = folder / "masks"
     if mdir.is_dir():
         by_stem = {p.stem: p for p in mdir.iterdir() if p.is_file()}
         if all(p.stem in by_stem for p in paths):
             masks = [by_stem[p.stem] for p in paths]
-    return _Source("images", paths, ["train"] * len(paths), None, None, sizes[0][0], sizes[0][1], masks, mesh=mesh)
+    same = len(set(sizes)) == 1
+    return _Source("images", paths, ["train"] * len(paths), None, None, max(w for w, _ in sizes),
+                   max(h for _, h in sizes), masks, mesh=mesh, sizes=None if same else sizes)
 
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
@@ -314,7 +362,9 @@ def prepare_views(data: str | Path, out: Path, *, max_side: int = 512, use_poses
         data: nerfstudio dataset, COLMAP project or folder of photos.
         out: output folder (created; ``images/``, ``masks/``, ``depth/``, ``views.json``).
         max_side: images whose longer side exceeds this are downscaled (area
-            filter) to it; intrinsics are scaled to match. Keeps CPU training fast.
+            filter) to it, each photo on its own (photos of different sizes stay different);
+            intrinsics are scaled to match. Keeps CPU training fast. Large JPEGs are
+            reduced while decoding (:func:`vision3d.io.images.load_image` ``max_side``).
         use_poses: read poses from the data when it has them (False: keep the
             intrinsics/poses out so the cameras stage estimates them).
         train_views: optional subset of training view names (file stems) to use.
@@ -326,7 +376,7 @@ def prepare_views(data: str | Path, out: Path, *, max_side: int = 512, use_poses
     Raises:
         UserError: unreadable data, fewer than 2 training views, names not found.
     """
-    from vision3d.io.images import load_depth, load_image, load_mask, save_image, save_mask
+    from vision3d.io.images import image_size, load_depth, load_image, load_mask, save_image, save_mask
 
     src = _discover(Path(data), use_poses)
     keep = [i for i, s in enumerate(src.splits) if s in ("train", "test")]
@@ -347,53 +397,78 @@ def prepare_views(data: str | Path, out: Path, *, max_side: int = 512, use_poses
     if n_train < 2:
         raise UserError(f"{data}: {n_train} training photo(s); sparse-view reconstruction needs at least 2 "
                         "photos of the object from different angles")
-    s = min(1.0, max_side / max(src.width, src.height))
-    W, H = max(1, round(src.width * s)), max(1, round(src.height * s))
-    sx, sy = W / src.width, H / src.height
     out = Path(out)
     for sub in ("images", "masks", "depth"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    names = []
-    for i in keep:
+    names, scales, sizes, originals, exifs = [], [], [], [], []
+    K = None if src.world_to_cam is None else src.K[keep].float().clone()
+    for k, i in enumerate(keep):
         n = names_all[i]
         names.append(n)
-        img = load_image(src.image_paths[i])
-        if img.shape[0] != src.height or img.shape[1] != src.width:
-            raise UserError(f"{src.image_paths[i]}: image is {img.shape[1]}x{img.shape[0]}, expected "
-                            f"{src.width}x{src.height} (from the camera parameters); fix w/h or the image")
-        if (W, H) != (src.width, src.height):
+        w0, h0 = src.size(i)
+        s = min(1.0, max_side / max(w0, h0))
+        W, H = max(1, round(w0 * s)), max(1, round(h0 * s))
+        # a large JPEG is reduced while it is decoded (never held at full size), then area-filtered
+        if src.kind != "images" and image_size(src.image_paths[i]) != (w0, h0):
+            w1, h1 = image_size(src.image_paths[i])
+            raise UserError(f"{src.image_paths[i]}: image is {w1}x{h1}, expected "
+                            f"{w0}x{h0} (from the camera parameters); fix w/h or the image")
+        img = load_image(src.image_paths[i], max_side=max_side)
+        if tuple(img.shape[:2]) != (H, W):
             img = _resize(img, W, H)
         save_image(out / "images" / f"{n}.png", img)
         if src.mask_paths is not None:
             m = load_mask(src.mask_paths[i]).float()
-            if (W, H) != (src.width, src.height):
+            if tuple(m.shape) != (h0, w0):
+                raise UserError(f"{src.mask_paths[i]}: mask is {m.shape[1]}x{m.shape[0]} but its photo "
+                                f"{src.image_paths[i].name} is {w0}x{h0}; masks must match their photos")
+            if (W, H) != (w0, h0):
                 m = _resize(m[..., None], W, H)[..., 0]
             save_mask(out / "masks" / f"{n}.png", m > 0.5)
         if src.depth_paths is not None:
             d = load_depth(src.depth_paths[i], src.depth_scale)  # 16-bit PNG or .npy metres
-            if (W, H) != (src.width, src.height):
+            if (W, H) != (w0, h0):
                 d = _resize_nearest(d, W, H)
             np.save(out / "depth" / f"{n}.npy", d.numpy().astype(np.float32))
-    w2c = K = None
-    if src.world_to_cam is not None:
-        w2c = src.world_to_cam[keep].float()
-        K = src.K[keep].float().clone()
-        # pixel centres at +0.5: scaling the image scales u, v (edges at 0 and W) linearly
-        K[:, 0] *= sx
-        K[:, 1] *= sy
-    vf = ViewFolder(out, names, [src.splits[i] for i in keep], W, H, w2c, K,
-                    has_masks=src.mask_paths is not None, train_masks=use_masks,
+        if K is not None:
+            # pixel centres at +0.5: scaling the image scales u, v (edges at 0 and W) linearly
+            K[k, 0] *= W / w0
+            K[k, 1] *= H / h0
+        exifs.append(_exif_prior(src.image_paths[i], W, H))
+        scales.append(s)
+        sizes.append([W, H])
+        originals.append([w0, h0])
+    w2c = None if src.world_to_cam is None else src.world_to_cam[keep].float()
+    same = all(z == sizes[0] for z in sizes)
+    vf = ViewFolder(out, names, [src.splits[i] for i in keep], max(z[0] for z in sizes), max(z[1] for z in sizes),
+                    w2c, K, has_masks=src.mask_paths is not None, train_masks=use_masks,
                     has_depth=src.depth_paths is not None,
                     mesh=src.mesh, source=src.kind,
-                    extra={"data": str(Path(data).resolve()), "scale": s,
-                           "original_size": [src.width, src.height],
-                           "source_files": [str(src.image_paths[i]) for i in keep]})
+                    extra={"data": str(Path(data).resolve()),
+                           "scale": scales[0] if same and len(set(scales)) == 1 else scales,
+                           "original_size": originals[0] if same and len(set(map(tuple, originals))) == 1 else originals,
+                           "source_files": [str(src.image_paths[i]) for i in keep]},
+                    sizes=None if same else sizes, cameras_exif=exifs if any(exifs) else None)
     # nothing to carry in empty folders
     for sub in ("masks", "depth"):
         if not any((out / sub).iterdir()):
             shutil.rmtree(out / sub)
     write_views_json(out, vf)
     return vf
+
+
+def _exif_prior(path: Path, W: int, H: int) -> dict | None:
+    """What ``path``'s EXIF says about its camera, with the focal prior for the stored W x H image."""
+    from vision3d.io.exif import focal_prior, read_exif
+
+    ex = read_exif(path)
+    out: dict = {}
+    if ex.camera_id:
+        out["camera"] = ex.camera_id
+    fp = focal_prior(ex, W, H)
+    if fp is not None:
+        out["focal_px"], out["source"] = round(fp[0], 4), fp[1]
+    return out or None
 
 
 def _resize(img: torch.Tensor, W: int, H: int) -> torch.Tensor:
