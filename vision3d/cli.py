@@ -26,18 +26,68 @@ SUBCOMMANDS: dict[tuple[str, str], tuple[str, str]] = {
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from vision3d.pipeline.jobs import expand_jobs
+
+    specs = expand_jobs([Path(c) for c in args.config], args.set, args.sweep, args.data,
+                        Path(args.out) if args.out else None)
+    batch = len(specs) > 1
+    if not batch and args.executor == "local":
+        return _run_single(args)
+    if not batch:
+        from vision3d.pipeline.executors import run_single_on_ray
+
+        o = run_single_on_ray(specs[0], args.address, args.cpus_per_job, args.gpus_per_job, args.frames_per_task,
+                              args.retries, args.device, args.force, args.quiet)
+        if o.status == "user_error":
+            raise UserError(o.error or "user error")
+        if o.status != "done":
+            print(f"error: {o.error}", file=sys.stderr)
+            return 1
+        _print_done(Path(o.run_dir or "."), o.metrics)
+        return 0
+    return _run_batch(args, specs)
+
+
+def _run_single(args: argparse.Namespace) -> int:
+    """One job in this process: ``vision3d run CONFIG`` exactly as before executors existed."""
     from vision3d.pipeline.config import load_job
     from vision3d.pipeline.runner import run_job
 
-    job = load_job(Path(args.config), args.set)
+    job = load_job(Path(args.config[0]), args.set)
     result = run_job(job, out=Path(args.out) if args.out else None, device=args.device, force=args.force,
                      quiet=args.quiet)
-    print(f"done: {result.run_dir}")
-    for sid, m in result.metrics.items():
+    _print_done(result.run_dir, result.metrics)
+    return 0
+
+
+def _print_done(run_dir: Path, metrics: dict) -> None:
+    print(f"done: {run_dir}")
+    for sid, m in metrics.items():
         flat = {k: v for k, v in m.items() if isinstance(v, (int, float, str, bool))}
         if flat:
             print(f"  {sid}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in flat.items()))
-    return 0
+
+
+def _run_batch(args: argparse.Namespace, specs: list) -> int:
+    """Many jobs: run them all, print a table, write <out>/summary.json; exit 0 / 2 (a user error) / 1."""
+    from vision3d.pipeline.executors import LocalExecutor, RayExecutor, exit_code, format_table, write_summary
+
+    if args.executor == "ray":
+        ex = RayExecutor(args.address, args.cpus_per_job, args.gpus_per_job, args.max_parallel, args.retries,
+                         args.device, args.force)
+    else:
+        ex = LocalExecutor(args.device, args.force, args.quiet)
+    out = Path(args.out)
+    print(f"{len(specs)} jobs on the {args.executor} executor -> {out}", file=sys.stderr)
+    try:
+        ex.run(specs)
+    finally:  # also after Ctrl-C: the jobs that finished are in the summary
+        outcomes = getattr(ex, "outcomes", [])
+        if outcomes:
+            path = write_summary(out, outcomes, args.executor)
+            print(format_table(outcomes))
+            print(f"summary: {path}")
+    return exit_code(outcomes)
 
 
 def _cmd_pipelines(args: argparse.Namespace) -> int:
@@ -78,16 +128,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    r = sub.add_parser("run", help="run a job config")
-    r.add_argument("config", help="job config YAML (see configs/)")
+    r = sub.add_parser("run", help="run a job config (or many: several configs, --sweep, --data)")
+    r.add_argument("config", nargs="+", help="job config YAML(s) (see configs/)")
     r.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value, e.g. --set stages.train.iterations=500 (repeatable)")
-    r.add_argument("--out", help="run directory (overrides the config's out)")
+    r.add_argument("--sweep", action="append", default=[], metavar="KEY.PATH=V1,V2",
+                   help="one job per value (repeatable: the cartesian product), e.g. --sweep seed=0,1,2")
+    r.add_argument("--data", action="append", default=[], metavar="GLOB",
+                   help="one job per matching dataset folder/file, e.g. --data 'scenes/*' (repeatable)")
+    r.add_argument("--out", help="run directory (overrides the config's out); with several jobs, the folder "
+                                 "holding one run directory per job and summary.json")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides the config's device")
     r.add_argument("--force", action="store_true",
                    help="re-run stages even when unchanged, and write into an --out that holds another pipeline's "
                         "run or other files")
     r.add_argument("--quiet", action="store_true", help="log to <out>/log.txt only, not to the console")
+    x = r.add_argument_group("executor (README: Run on a cluster)")
+    x.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: in this process, one job after another (default); ray: jobs as Ray tasks, and a "
+                        "single job's per-frame stages (LiDAR inference, depth completion) sharded over Ray tasks")
+    x.add_argument("--address", help="a running Ray cluster (ray start --head prints it; default: RAY_ADDRESS, "
+                                     "else a local cluster on this machine)")
+    x.add_argument("--max-parallel", type=int, help="ray: jobs in flight at once (default: as resources allow)")
+    x.add_argument("--cpus-per-job", type=float, default=1.0,
+                   help="ray: CPUs per task (torch threads in it; default 1)")
+    x.add_argument("--gpus-per-job", type=float, default=0.0, help="ray: GPUs per task, fractions share one")
+    x.add_argument("--frames-per-task", type=int,
+                   help="ray, single job: frames per data-parallel task (default: about two tasks per CPU)")
+    x.add_argument("--retries", type=int, default=2, help="ray: re-runs of a task whose worker died (default 2)")
     r.set_defaults(func=_cmd_run)
 
     sub.add_parser("pipelines", help="list the named pipelines").set_defaults(func=_cmd_pipelines)

@@ -134,6 +134,7 @@ def run_job(
     on_progress: Callable[[str, int, int | None], None] | None = None,
     cancel: threading.Event | None = None,
     quiet: bool = False,
+    map_chunks: Callable | None = None,
 ) -> RunResult:
     """Run every stage of ``job`` in order.
 
@@ -145,6 +146,8 @@ def run_job(
         on_progress: called as ``(stage_id, step, total)`` from long loops (for UIs).
         cancel: when set, the running stage stops at its next progress step
             (raising :class:`Cancelled`); nothing of that stage is kept.
+        map_chunks: where data-parallel stages run their per-frame work
+            (:class:`vision3d.pipeline.parallel.RayChunkMap`); None: in this process.
     """
     run_dir = Path(out or job.job.out or Path("runs") / (job.source.stem if job.source else job.pipeline.name))
     run_dir = run_dir.resolve()
@@ -213,7 +216,7 @@ def run_job(
             ctx = StageContext(
                 run_dir=run_dir, device=dev, seed=job.job.seed, log=log, stage_name=stage.id,
                 inputs=inputs, staging_dir=staging, declared_outputs=stage.cls.outputs,
-                progress_factory=make_progress(stage.id, log, on_progress, cancel, quiet),
+                progress_factory=make_progress(stage.id, log, on_progress, cancel, quiet), map_chunks=map_chunks,
             )
             log.info(f"[{stage.id}] running stage {stage.cls.name}")
             manifest["stages"][stage.id] = {"stage": stage.cls.name, "status": "running"}

@@ -78,6 +78,7 @@ class StageContext:
     declared_outputs: tuple[str, ...]
     produced: dict[str, Path] = field(default_factory=dict)
     progress_factory: Any = None
+    map_chunks: Any = None  # the executor's data-parallel map (vision3d.pipeline.parallel); None: in process
 
     def input(self, name: str) -> Path:
         """Path of input artifact ``name`` (a file or directory)."""
@@ -113,6 +114,15 @@ class StageContext:
             yield from iterable
         else:
             yield from self.progress_factory(iterable, total=total, desc=desc or self.stage_name)
+
+
+    def map(self, fn: Any, items: Iterable, desc: str = "") -> list:
+        """``fn(items, progress) -> one result per item`` over every item: here, or in chunks on the
+        executor's workers (:mod:`vision3d.pipeline.parallel`). ``fn`` must be picklable (module level)."""
+        from vision3d.pipeline.parallel import serial_map
+
+        mapper = self.map_chunks or serial_map
+        return mapper(fn, list(items), self.progress, desc or self.stage_name)
 
 
 class Stage:
