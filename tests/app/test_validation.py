@@ -93,16 +93,16 @@ def test_too_small_says_the_limit(photos, tmp_path):
 
 def test_too_wide_says_the_limit(photos, tmp_path):
     wide = tmp_path / "up" / "wide.png"
-    Image.new("RGB", (4097, 64)).save(wide)
+    Image.new("RGB", (8193, 64)).save(wide)
     msg = err(uploads.validate_photos, [photos[0], wide])
-    assert "'wide.png' is too large (4097×64 px" in msg and "4096 px per side" in msg and "16 MP" in msg
+    assert "'wide.png' is too large (8193×64 px" in msg and "8192 px per side" in msg and "50 MP" in msg
 
 
 def test_too_many_megapixels_says_the_limit(photos, tmp_path):
     big = tmp_path / "up" / "big.png"
-    Image.new("L", (4096, 4000)).save(big)  # 16.4 MP, each side within 4096
+    Image.new("L", (8000, 6400)).save(big)  # 51.2 MP, each side within 8192
     msg = err(uploads.validate_photos, [photos[0], big])
-    assert "'big.png' is too large (4096×4000 px, 16.4 MP)" in msg and "16 MP" in msg
+    assert "'big.png' is too large (8000×6400 px, 51.2 MP)" in msg and "50 MP" in msg
 
 
 def test_duplicate_names(tmp_path):
@@ -112,10 +112,17 @@ def test_duplicate_names(tmp_path):
     assert "'same.jpg' was uploaded twice" in err(uploads.validate_photos, [a, make_photo(tmp_path / "c" / "same.jpg")])
 
 
-def test_photos_must_share_one_size(photos, tmp_path):
+def test_photos_of_other_sizes_and_orientations_are_accepted_and_described(photos, tmp_path):
+    """Issue 20: portrait and landscape (and a large rotated phone JPEG) mix; each says its working size."""
     other = make_photo(tmp_path / "up" / "other.jpg", w=96, h=128)
-    msg = err(uploads.validate_photos, [photos[0], other])
-    assert "'other.jpg' is 96×128 px but 'view_0.jpg' is 128×96 px" in msg and "one size" in msg
+    big = tmp_path / "up" / "phone.jpg"
+    ex = Image.Exif()
+    ex[0x0112] = 6  # stored landscape, shown portrait
+    Image.new("RGB", (4032, 3024), (90, 120, 150)).save(big, quality=80, exif=ex)
+    ph = uploads.validate_photos([photos[0], other, big])
+    assert [(p.width, p.height) for p in ph] == [(128, 96), (96, 128), (3024, 4032)]
+    text = uploads.describe_photos(ph)
+    assert "other.jpg: 96×128 px, used as is" in text and "phone.jpg: 3024×4032 px, used at 384×512" in text
 
 
 def test_odd_names_are_sanitised(tmp_path):

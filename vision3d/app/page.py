@@ -12,7 +12,7 @@ from typing import Any
 
 from vision3d.app.jobs import App
 from vision3d.app.status import IDLE_HTML, error_html, status_html
-from vision3d.app.uploads import IMAGE_SUFFIXES, MAX_PHOTOS, MIN_PHOTOS, validate_photos
+from vision3d.app.uploads import IMAGE_SUFFIXES, MAX_PHOTOS, MIN_PHOTOS, describe_photos, validate_photos
 from vision3d.errors import UserError
 
 # sample photos offered as examples: in a source checkout only (a wheel ships no assets/)
@@ -177,8 +177,7 @@ def build_app(app: App | None = None) -> "gr.Blocks":  # noqa: F821
                 ph = validate_photos(files)
             except UserError as e:
                 return error_html(str(e)), gr.update(value=None, visible=False)
-            msg = status_html("idle", f"{len(ph)} photos ready ({ph[0].width}×{ph[0].height} px).",
-                              "Press Reconstruct.")
+            msg = status_html("idle", f"{len(ph)} photos ready ({describe_photos(ph)}).", "Press Reconstruct.")
             return msg, gr.update(value=[(str(p.path), p.path.name) for p in ph], visible=True)
 
         photos.change(on_photos, photos, [status, thumbs], concurrency_limit=None, show_progress="hidden")

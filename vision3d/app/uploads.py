@@ -19,14 +19,18 @@ from vision3d.errors import UserError
 MIN_PHOTOS = 2
 MAX_PHOTOS = 4
 MIN_SIDE = 64  # pixels, shorter side
-MAX_SIDE = 4096  # pixels, longer side
-MAX_PIXELS = 16_000_000  # 16 MP
+MAX_SIDE = 8192  # pixels, longer side (48 MP phone photos are 8064 x 6048)
+MAX_PIXELS = 50_000_000  # 50 MP
+#: the longer side photos are used at (the views stage's default ``max_side``); larger photos are
+#: downscaled while they are decoded (vision3d.io.images.load_image), smaller ones are used as they are
+WORKING_SIDE = 512
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 _UNSUPPORTED = {".heic": "HEIC (iPhone)", ".heif": "HEIF", ".avif": "AVIF", ".dng": "RAW",
                 ".cr2": "RAW", ".nef": "RAW", ".arw": "RAW", ".gif": "GIF"}
 
 LIMITS_TEXT = (f"{MIN_PHOTOS}-{MAX_PHOTOS} photos (PNG/JPEG/WebP), each at least {MIN_SIDE} px on the short side "
-               f"and at most {MAX_SIDE} px on the long side and {MAX_PIXELS // 1_000_000} MP")
+               f"and at most {MAX_SIDE} px on the long side and {MAX_PIXELS // 1_000_000} MP; portrait and "
+               f"landscape may be mixed, and photos are used at {WORKING_SIDE} px on the long side")
 
 
 @dataclass
@@ -35,8 +39,24 @@ class Photo:
 
     path: Path  # where the upload lies
     name: str  # file name in the request folder (sanitised, unique)
-    width: int
+    width: int  # as displayed (EXIF orientation applied), pixels
     height: int
+
+    def used_size(self, max_side: int = WORKING_SIDE) -> tuple[int, int]:
+        """(width, height) the reconstruction uses this photo at."""
+        from vision3d.io.images import working_size
+
+        return working_size(self.width, self.height, max_side)
+
+
+def describe_photos(photos: Sequence[Photo], max_side: int = WORKING_SIDE) -> str:
+    """One line saying, per photo, its size and the size it is used at."""
+    parts = []
+    for ph in photos:
+        uw, uh = ph.used_size(max_side)
+        used = "used as is" if (uw, uh) == (ph.width, ph.height) else f"used at {uw}×{uh}"
+        parts.append(f"{ph.path.name}: {ph.width}×{ph.height} px, {used}")
+    return "; ".join(parts)
 
 
 def _display_name(p: Path | str) -> str:
@@ -51,8 +71,14 @@ def safe_name(name: str) -> str:
     return f"{stem[:80]}{suffix}"
 
 
-def _open_image(path: Path, what: str):
-    """Decode an image fully (size limits checked first); UserError naming the file otherwise."""
+def _open_image(path: Path, what: str, reduced: bool = False):
+    """Decode an image (size limits checked first); UserError naming the file otherwise.
+
+    ``reduced``: a JPEG is decoded at 1/8 scale in the DCT domain (PIL ``draft``): every byte
+    of it is still read, so a truncated file fails here, without holding a 48 MP photo in
+    memory; the returned image is then that small version (its ``info["full_size"]`` is the
+    full size as displayed).
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     name = _display_name(path)
@@ -63,9 +89,15 @@ def _open_image(path: Path, what: str):
         with Image.open(path) as im:
             w, h = im.size
             _check_size(name, what, w, h)
+            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # turned by 90 degrees when displayed
+                w, h = h, w
+            if reduced and im.format == "JPEG":
+                im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
             im.load()
             out = ImageOps.exif_transpose(im)
-            return out if out is not im else im.copy()
+            out = out if out is not im else im.copy()
+            out.info["full_size"] = (w, h)
+            return out
     except UserError:
         raise
     except Image.DecompressionBombError:
@@ -105,7 +137,8 @@ def as_paths(files: Any) -> list[Path]:
 
 
 def validate_photos(files: Any) -> list[Photo]:
-    """Check the uploaded photos: count, readable images, size limits, unique names.
+    """Check the uploaded photos: count, readable images, size limits, unique names. Photos may
+    differ in size and orientation (each keeps its own; see :func:`describe_photos`).
 
     Raises:
         UserError: one line naming the photo and the limit.
@@ -121,7 +154,7 @@ def validate_photos(files: Any) -> list[Photo]:
     photos: list[Photo] = []
     seen: dict[str, str] = {}
     for p in paths:
-        im = _open_image(p, "photo")
+        im = _open_image(p, "photo", reduced=True)
         name = safe_name(p.name)
         if Path(name).suffix not in IMAGE_SUFFIXES:
             name = f"{Path(name).stem}.png"  # decodable but odd extension: stored re-encoded as PNG
@@ -131,12 +164,7 @@ def validate_photos(files: Any) -> list[Photo]:
                 raise UserError(f"photo '{p.name}' was uploaded twice; remove one copy (x next to its name)")
             raise UserError(f"photos '{seen[key]}' and '{p.name}' have the same name; rename one of them")
         seen[key] = p.name
-        photos.append(Photo(p, name, im.width, im.height))
-    first = photos[0]
-    for ph in photos[1:]:
-        if (ph.width, ph.height) != (first.width, first.height):
-            raise UserError(f"photo '{ph.path.name}' is {ph.width}×{ph.height} px but '{first.path.name}' is "
-                            f"{first.width}×{first.height} px; use photos from one camera at one size and orientation")
+        photos.append(Photo(p, name, *im.info["full_size"]))
     return photos
 
 
