@@ -17,6 +17,7 @@ NYUv2 depth metrics averaged over frames when ground truth exists.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -85,6 +86,56 @@ def _frames_from_transforms(path: Path):
         yield name, (lambda p=ip: _load_rgb(p)), load, None, vs.cameras.K[i].numpy()
 
 
+def complete_frames(frames: list, progress, *, params: CompleteDepthParams, out: Path, src: Path, device: str,
+                    rng: np.random.Generator | None) -> list[tuple[str, dict | None, str | None]]:
+    """Complete each frame of ``frames`` (``(name, load_rgb, load_depth, load_gt, K)`` as the frame
+    readers yield them) into ``out/<name>.png`` (+ preview).
+
+    The unit of work of a data-parallel ``complete_depth``; every frame is independent except
+    through ``rng`` (``simulate``), which the stage then keeps in one process.
+
+    Returns:
+        per frame, in order: ``(name, depth metrics or None without ground truth, note or None)``;
+        a frame without valid sparse depth is skipped with a note.
+    """
+    from vision3d.depth.complete import complete_depth
+    from vision3d.depth.metrics import depth_metrics
+    from vision3d.depth.sparse_patterns import sample_sparse
+    from vision3d.io.kitti_depth import write_kitti_depth
+
+    results: list[tuple[str, dict | None, str | None]] = []
+    for name, load_rgb, load_depth, load_gt, K in progress(frames, total=len(frames), desc="complete_depth"):
+        depth_in = load_depth()
+        rgb = load_rgb() if load_rgb is not None else None
+        gt = load_gt() if load_gt is not None else None
+        if params.simulate:
+            gt = depth_in
+            kw = {"fraction": params.simulate_fraction} if params.simulate == "random" else {}
+            depth_in = sample_sparse(gt, params.simulate, rgb=rgb, K=K, rng=rng, **kw)
+        if rgb is None and params.method == "learned":
+            raise UserError(f"{src}: no image for {name!r} in images/; method 'learned' needs RGB")
+        if rgb is not None and rgb.shape[:2] != depth_in.shape:
+            raise UserError(f"{name}: image {rgb.shape[:2]} and depth {depth_in.shape} sizes differ; "
+                            "resize them to match")
+        if not (depth_in > 0).any():
+            results.append((name, None, "no valid sparse depth; skipped"))
+            continue
+        kw = {"blur": params.blur} if params.method == "classical" else {}
+        if params.method == "learned":
+            kw = {"checkpoint": params.checkpoint, "device": device}
+        dense = complete_depth(rgb, depth_in, params.method, **kw)
+        write_kitti_depth(out / f"{name}.png", dense)
+        if params.preview:
+            from PIL import Image
+
+            from vision3d.utils.colormap import colorize_depth
+
+            # inverse depth, as KITTI previews: near structure gets most of the colours
+            Image.fromarray(colorize_depth(dense, inverse=True)).save(out / f"{name}_preview.png")
+        results.append((name, depth_metrics(dense, gt) if gt is not None else None, None))
+    return results
+
+
 @register_stage
 class CompleteDepth(Stage):
     name = "complete_depth"
@@ -95,10 +146,7 @@ class CompleteDepth(Stage):
     version = 1
 
     def run(self, ctx: StageContext, params: CompleteDepthParams) -> dict:
-        from vision3d.depth.complete import complete_depth
-        from vision3d.depth.sparse_patterns import sample_sparse
-        from vision3d.depth.metrics import aggregate, depth_metrics
-        from vision3d.io.kitti_depth import write_kitti_depth
+        from vision3d.depth.metrics import aggregate
 
         src = Path(ctx.input("data"))
         if src.is_file() and src.suffix == ".json":
@@ -111,38 +159,20 @@ class CompleteDepth(Stage):
             raise UserError(f"{src}: expected a folder with images/ and sparse/ (KITTI 16-bit PNGs) or a "
                             "transforms.json with depth_file_path; point data at one")
         out = ctx.output_dir("dense_depth")
-        rng = np.random.default_rng(ctx.seed)
+        work = functools.partial(complete_frames, params=params, out=out, src=src, device=str(ctx.device),
+                                 rng=np.random.default_rng(ctx.seed) if params.simulate else None)
+        if params.simulate:
+            # The sparse samples of all frames come from one random stream, frame after frame:
+            # this stays in one process so the samples (and the metrics) do not depend on the executor.
+            results = work(frames, ctx.progress)
+        else:
+            # Frames are independent: the executor may run chunks of them elsewhere (StageContext.map).
+            results = ctx.map(work, frames, desc="complete_depth")
         per = []
-        for name, load_rgb, load_depth, load_gt, K in ctx.progress(frames, total=len(frames), desc="complete_depth"):
-            depth_in = load_depth()
-            rgb = load_rgb() if load_rgb is not None else None
-            gt = load_gt() if load_gt is not None else None
-            if params.simulate:
-                gt = depth_in
-                kw = {"fraction": params.simulate_fraction} if params.simulate == "random" else {}
-                depth_in = sample_sparse(gt, params.simulate, rgb=rgb, K=K, rng=rng, **kw)
-            if rgb is None and params.method == "learned":
-                raise UserError(f"{src}: no image for {name!r} in images/; method 'learned' needs RGB")
-            if rgb is not None and rgb.shape[:2] != depth_in.shape:
-                raise UserError(f"{name}: image {rgb.shape[:2]} and depth {depth_in.shape} sizes differ; "
-                                "resize them to match")
-            if not (depth_in > 0).any():
-                ctx.log.warning("%s: no valid sparse depth; skipped", name)
-                continue
-            kw = {"blur": params.blur} if params.method == "classical" else {}
-            if params.method == "learned":
-                kw = {"checkpoint": params.checkpoint, "device": str(ctx.device)}
-            dense = complete_depth(rgb, depth_in, params.method, **kw)
-            write_kitti_depth(out / f"{name}.png", dense)
-            if params.preview:
-                from PIL import Image
-
-                from vision3d.utils.colormap import colorize_depth
-
-                # inverse depth, as KITTI previews: near structure gets most of the colours
-                Image.fromarray(colorize_depth(dense, inverse=True)).save(out / f"{name}_preview.png")
-            if gt is not None:
-                m = depth_metrics(dense, gt)
+        for name, m, note in results:
+            if note:
+                ctx.log.warning("%s: %s", name, note)
+            if m is not None:
                 per.append(m)
                 ctx.log.info("%s: RMSE %.0f mm, MAE %.0f mm", name, m["rmse_mm"], m["mae_mm"])
         metrics: dict = {"frames": len(frames)}

@@ -70,6 +70,42 @@ def write_result(out_dir: Path, scan: Scan, boxes: Boxes3D) -> Path:
     return path
 
 
+def infer_frames(model: Detector, scans: list[Scan], device: torch.device, pred_dir: Path, bev_dir: Path | None,
+                 fov_only: bool = True, progress: Callable[..., Iterable] = lambda it, total=None, desc="": it,
+                 bev_kw: dict[str, Any] | None = None) -> list[dict[str, float]]:
+    """Detect on every scan, write one KITTI result file (and optionally one BEV PNG) per frame.
+
+    Every frame is independent of the others (batch size 1, eval mode), so any split of ``scans``
+    writes the same files (docs/ARCHITECTURE.md, Stages and pipelines: data-parallel stages).
+
+    Returns:
+        per scan, in order: ``{"detections": int, "s": seconds}`` (read + voxelize + network + decode,
+        without file I/O).
+    """
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    if bev_dir is not None:
+        bev_dir.mkdir(parents=True, exist_ok=True)
+    r = model.config.point_cloud_range
+    kw = {"x_range": (r[0], r[3]), "y_range": (r[1], r[4]), "z_range": (r[2], r[5]), **(bev_kw or {})}
+    out = []
+    t = time.perf_counter()
+    for scan, points, pred, gt in detect_scans(model, scans, device, fov_only, progress=progress):
+        dt = time.perf_counter() - t
+        write_result(pred_dir, scan, pred)
+        out.append({"detections": len(pred), "s": dt})
+        if bev_dir is not None:
+            save_bev(bev_dir / f"{scan.frame_id}.png", points, pred, gt, **kw)
+        t = time.perf_counter()
+    return out
+
+
+def summarize_frames(per_frame: list[dict[str, float]]) -> dict[str, float]:
+    """frames, detections, median seconds per frame: the stage metrics from :func:`infer_frames`' results."""
+    times = [f["s"] for f in per_frame]
+    return {"frames": len(per_frame), "detections": int(sum(f["detections"] for f in per_frame)),
+            "median_s_per_frame": float(np.median(times)) if times else 0.0}
+
+
 def run_inference(model: Detector, scans: list[Scan], device: torch.device, pred_dir: Path, bev_dir: Path | None,
                   fov_only: bool = True, progress: Callable[..., Iterable] = lambda it, total=None, desc="": it,
                   bev_kw: dict[str, Any] | None = None) -> dict[str, float]:
@@ -78,22 +114,20 @@ def run_inference(model: Detector, scans: list[Scan], device: torch.device, pred
     Returns:
         frames, detections, median seconds per frame (network + decoding, without file I/O).
     """
-    pred_dir.mkdir(parents=True, exist_ok=True)
-    if bev_dir is not None:
-        bev_dir.mkdir(parents=True, exist_ok=True)
-    r = model.config.point_cloud_range
-    kw = {"x_range": (r[0], r[3]), "y_range": (r[1], r[4]), "z_range": (r[2], r[5]), **(bev_kw or {})}
-    n_det, times = 0, []
-    t = time.perf_counter()
-    for scan, points, pred, gt in detect_scans(model, scans, device, fov_only, progress=progress):
-        times.append(time.perf_counter() - t)
-        write_result(pred_dir, scan, pred)
-        n_det += len(pred)
-        if bev_dir is not None:
-            save_bev(bev_dir / f"{scan.frame_id}.png", points, pred, gt, **kw)
-        t = time.perf_counter()
-    return {"frames": len(scans), "detections": n_det,
-            "median_s_per_frame": float(np.median(times)) if times else 0.0}  # read + voxelize + network + decode
+    return summarize_frames(infer_frames(model, scans, device, pred_dir, bev_dir, fov_only, progress, bev_kw))
 
 
-__all__ = ["detect_scans", "nominal_calibration", "run_inference", "write_result"]
+def infer_chunk(scans: list[Scan], progress: Callable[..., Iterable], *, checkpoint: str, model_override: Any,
+                device: str, pred_dir: Path, bev_dir: Path | None, fov_only: bool,
+                bev_kw: dict[str, Any] | None) -> list[dict[str, float]]:
+    """:func:`infer_frames` on a chunk of scans with the model loaded from ``checkpoint`` (the unit of work
+    of a data-parallel ``detect_infer``: it runs in whichever process the executor picks)."""
+    from vision3d.detect.train import load_detector
+
+    dev = torch.device(device)
+    model, _ = load_detector(checkpoint, model_override, dev)
+    return infer_frames(model, scans, dev, pred_dir, bev_dir, fov_only, progress, bev_kw)
+
+
+__all__ = ["detect_scans", "infer_chunk", "infer_frames", "nominal_calibration", "run_inference", "summarize_frames",
+           "write_result"]

@@ -127,19 +127,23 @@ class DetectInfer(Stage):
     version = 1
 
     def run(self, ctx: StageContext, params: InferParams) -> dict[str, Any]:
-        from vision3d.detect.infer import run_inference
+        import functools
+
+        from vision3d.detect.infer import infer_chunk, summarize_frames
 
         ck = params.checkpoint or (str(ctx.input("checkpoint")) if ctx.has_input("checkpoint") else None)
         if ck is None:
             raise UserError("detect_infer: no checkpoint; set stages.<id>.checkpoint to a checkpoint.pt from detect_train")
-        model, _ = load_detector(ck, params.model, ctx.device)
+        load_detector(ck, params.model, ctx.device)  # a checkpoint that does not fit fails here, once
         scans = find_scans(ctx.input("scans"), params.split)[: params.max_frames]
         pred_dir = ctx.output_dir("predictions")
         bev_dir = ctx.output_dir("bev")
         ctx.log.info(f"[{ctx.stage_name}] {len(scans)} scans, checkpoint {ck}")
-        m = run_inference(model, scans, ctx.device, pred_dir, bev_dir if params.bev else None, params.fov_only,
-                          progress=ctx.progress, bev_kw={"resolution": params.bev_resolution})
-        return m
+        # Frames are independent: the executor may run chunks of them elsewhere (StageContext.map).
+        work = functools.partial(infer_chunk, checkpoint=str(ck), model_override=params.model, device=str(ctx.device),
+                                 pred_dir=pred_dir, bev_dir=bev_dir if params.bev else None, fov_only=params.fov_only,
+                                 bev_kw={"resolution": params.bev_resolution})
+        return summarize_frames(ctx.map(work, scans, desc="detect"))
 
 
 def _finite(x: Any) -> Any:
