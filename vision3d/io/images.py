@@ -4,6 +4,9 @@ Conventions:
     * Colour images are float32 tensors ``[H, W, 3]`` in [0, 1], row 0 at the top,
       exactly as displayed: the EXIF orientation tag (phone photos) is applied
       on load with ``PIL.ImageOps.exif_transpose``.
+    * Large photos: ``load_image(path, max_side=...)`` returns the photo at its working size
+      (:func:`working_size`); a JPEG is reduced while it is decoded (PIL ``draft``, DCT-domain
+      1/2-1/8), so a 48 MP phone photo is never held at full size.
     * RGBA images: :func:`load_image` composites them over a background colour
       (white by default, as nerfstudio's Blender loader does);
       :func:`load_image_rgba` returns colour and alpha separately.

@@ -112,10 +112,12 @@ def build_depth_prior(sfm, images: torch.Tensor, cfg: DepthPriorConfig, *, masks
             gmask &= ~(valids & (denses < 0.9 * gdepth))
             denses = torch.where(gmask, gdepth, denses)
             valids = valids | gmask
-            m["ground_fraction"] = float(gmask.float().mean())
+            m["ground_fraction"] = float(gmask.float().mean()) if frame is None else float(gmask[frame].float().mean())
         else:
             plane = None
-    m.update({"coverage": float(np.mean([float(v.float().mean()) for v in valids])), "densified": cfg.densify,
+    # fractions of each photo's own pixels (photos of different sizes share a canvas)
+    m.update({"coverage": float(np.mean([float(v.float().mean() if frame is None else v[frame[k]].float().mean())
+                                         for k, v in enumerate(valids)])), "densified": cfg.densify,
               "n_sparse_mean": float(np.mean([len(sfm.observations[k][1]) for k in range(len(cams))]))})
     if gt_depth is not None:
         rel, outl = [], []
