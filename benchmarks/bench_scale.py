@@ -13,7 +13,8 @@ Three measurements, each printed as figures (medians over ``--repeats`` runs whe
               overhead of the Ray executor (target <= 2 s), and the cluster start time once.
 ``infer``     LiDAR inference over 40 synthetic scans (a tiny VoxelNet trained here for one epoch):
               the stage in one process against the same stage sharded over Ray tasks
-              (``vision3d run --executor ray``): result files byte-identical, metrics equal, wall times.
+              (``vision3d run --executor ray``), one torch thread per process on both sides: result
+              files byte-identical, metrics equal, wall times.
 
 Everything runs in fresh ``vision3d`` processes, as a user runs it. The machine may be shared:
 ``--pause-pgid FILE`` names a file holding the process-group id of another benchmark to pause
@@ -230,7 +231,10 @@ def bench_infer(work: Path, n_scans: int, repeats: int, pause: str | None) -> di
     for rep in range(repeats):
         with paused(pause):
             print(f"infer repeat {rep + 1}/{repeats}: load before {load()}", flush=True)
-            walls["local"].append(vision3d(["run", str(cfg), "--out", str(work / "infer_local"), "--force", "--quiet"]))
+            # Both sides single-threaded per process: float sums in the network depend on the thread count,
+            # and this barely trained model has many near-equal scores whose order such rounding can swap.
+            walls["local"].append(vision3d(["run", str(cfg), "--out", str(work / "infer_local"), "--force", "--quiet"],
+                                           ONE_THREAD))
             walls["ray"].append(vision3d(["run", str(cfg), "--out", str(work / "infer_ray"), "--force", "--quiet",
                                           "--executor", "ray"], ONE_THREAD))
             print(f"  local {walls['local'][-1]:.1f} s, ray {walls['ray'][-1]:.1f} s", flush=True)

@@ -123,3 +123,51 @@ def test_ctrl_c_cancels_ray_tasks_and_leaves_no_half_written_stage(toy_job, tmp_
         if (run / "manifest.json").exists():  # the job had started
             assert json.loads((run / "manifest.json").read_text())["status"] == "interrupted"
     assert any((out / n / "count" / "numbers.json").exists() for n in ("seed-0", "seed-1"))  # completed stage kept
+
+
+def test_app_hands_a_run_to_the_cluster_and_can_cancel_it(ray_cluster, toy_job, tmp_path, monkeypatch):
+    """vision3d.app.cluster: the app's hand-off (VISION3D_APP_RAY_ADDRESS) runs a resolved job as a Ray task."""
+    import threading
+
+    from vision3d.app.cluster import cluster_address, run_on_cluster
+    from vision3d.errors import UserError
+    from vision3d.pipeline.config import load_job
+    from vision3d.pipeline.progress import Cancelled
+
+    monkeypatch.delenv("VISION3D_APP_RAY_ADDRESS", raising=False)
+    assert cluster_address() is None  # in-process stays the default
+    monkeypatch.setenv("VISION3D_APP_RAY_ADDRESS", "auto")
+    assert cluster_address() == "auto"
+
+    res = run_on_cluster(load_job(toy_job), tmp_path / "run", threading.Event(), None)
+    assert res.metrics["sum"]["total"] == 46.0 and res.artifacts["total"].is_file()
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "done"
+
+    # The run's own one-line error comes back as itself.
+    (tmp_path / "empty").mkdir()
+    cfg = tmp_path / "depth.yaml"
+    cfg.write_text(f"pipeline: depth_completion\ndata: {tmp_path / 'empty'}\ndevice: cpu\n")
+    with pytest.raises(UserError, match="expected a folder with images/ and sparse/"):
+        run_on_cluster(load_job(cfg), tmp_path / "bad", threading.Event(), None)
+
+    # Cancel while a stage runs: the task stops, the stage leaves nothing, the run is marked interrupted.
+    slow = load_job(toy_job, ["stages.count.n=40", "stages.sum.slow=0.25"])
+    cancel, run = threading.Event(), tmp_path / "slow"
+
+    def cancel_when_sum_runs():
+        t0 = time.time()
+        while time.time() - t0 < 60:
+            try:
+                if json.loads((run / "manifest.json").read_text())["stages"]["sum"]["status"] == "running":
+                    time.sleep(0.5)
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.1)
+        cancel.set()
+
+    threading.Thread(target=cancel_when_sum_runs, daemon=True).start()
+    with pytest.raises(Cancelled):
+        run_on_cluster(slow, run, cancel, None)
+    assert json.loads((run / "manifest.json").read_text())["status"] == "interrupted"
+    assert not (run / "sum").exists() and not (run / ".staging").exists() and (run / "count").is_dir()

@@ -9,6 +9,7 @@ Modules:
     uploads   checks on photos, masks and transforms.json; the request's input folder
     presets   the job configs offered in the dropdown; the job one request runs
     jobs      one request: its folder, the pipeline in a worker thread, progress, cancel
+    cluster   optional: hand a request's run to a Ray cluster instead (VISION3D_APP_RAY_ADDRESS)
     status    the status box's HTML (errors, progress, which photos pose recovery refused)
     results   what the page shows of a finished run (splat, video, depth maps, scores)
     viewer    the splat copy framed for the browser viewer
@@ -20,6 +21,8 @@ Environment (all optional):
     VISION3D_APP_PRESETS     extra preset job configs (os.pathsep-separated YAML paths)
     VISION3D_APP_SET         overrides applied to every job, ';'-separated
                              ``key.path=value`` items as for ``vision3d run --set``
+    VISION3D_APP_RAY_ADDRESS run each request as a task on this Ray cluster (``host:port`` or ``auto``;
+                             default: in this process); VISION3D_APP_RAY_GPUS: GPUs per task
 """
 
 import os

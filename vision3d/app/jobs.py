@@ -147,6 +147,7 @@ class App:
 
         ``results`` is set on the last item when the run succeeded.
         """
+        from vision3d.app.cluster import cluster_address, run_on_cluster
         from vision3d.pipeline.runner import Cancelled, run_job
 
         try:
@@ -180,9 +181,14 @@ class App:
             if session:
                 self.cancels[session] = cancel
 
+        address = cluster_address()
+
         def work_fn() -> None:
             try:
-                box["result"] = run_job(job, out=work / "run", on_progress=prog, cancel=cancel, quiet=True)
+                if address:  # a configured Ray cluster runs it (vision3d.app.cluster)
+                    box["result"] = run_on_cluster(job, work / "run", cancel, address)
+                else:
+                    box["result"] = run_job(job, out=work / "run", on_progress=prog, cancel=cancel, quiet=True)
             except BaseException as e:  # reported on the page by the loop below
                 box["error"] = e
                 if not isinstance(e, (UserError, Cancelled)):
@@ -192,7 +198,7 @@ class App:
         worker = threading.Thread(target=work_fn, name=f"vision3d-app-{work.name}", daemon=True)
         worker.start()
         n_photos = len(req.photos)
-        head = f"Reconstructing from {n_photos} photos with preset '{preset.name}'"
+        head = f"Reconstructing from {n_photos} photos with preset '{preset.name}'" + (" on the Ray cluster" if address else "")
         try:
             last = None
             while worker.is_alive():

@@ -38,7 +38,7 @@ from vision3d.pipeline.jobs import JobSpec
 from vision3d.pipeline.parallel import import_ray
 
 __all__ = ["JobOutcome", "RayExecutor", "LocalExecutor", "connect_ray", "exit_code", "format_table",
-           "run_one", "write_summary"]
+           "run_one", "run_resolved", "write_summary"]
 
 SUMMARY = "summary.json"
 # Environment a worker needs to resolve jobs as the driver does (stage plugins, their import path).
@@ -107,6 +107,18 @@ def run_one(spec: dict[str, Any], device: str | None, force: bool, quiet: bool =
             traceback.print_exc()
     out.wall_s = round(time.perf_counter() - t0, 3)
     return asdict(out)
+
+
+def run_resolved(job: Any, out: Path, env: dict[str, str] | None = None) -> Any:
+    """:func:`run_job` of an already resolved job, quietly (the task body when the app hands a run to Ray).
+
+    Errors propagate (a UserError stays one); the caller unwraps Ray's wrapper.
+    """
+    from vision3d.pipeline.runner import run_job
+
+    if env:
+        _apply_env(env)
+    return run_job(job, out=out, quiet=True)
 
 
 def _validate(specs: list[JobSpec]) -> tuple[list[JobSpec], list[JobOutcome]]:
