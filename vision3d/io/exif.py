@@ -30,8 +30,13 @@ FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
 #: these phones write the pair into their own photos' EXIF; the sensor follows from the ratio
 #: (diagonal = 43.27 mm x f / f35). Used only for photos whose EXIF kept ``FocalLength`` but lost
 #: the 35 mm value (some editors and messengers strip it). Lower-case make and model.
+#: The pairs of the iPhone 7 Plus (3.99 / 28 mm) and XS Max (4.25 / 26 mm) were checked against
+#: published EXIF dumps of their photos; the others are the makers' specifications. Extend it
+#: with the pair your phone writes (``exiftool -FocalLength -FocalLengthIn35mmFormat``).
 PHONE_SENSORS: dict[tuple[str, str, float], float] = {
+    ("apple", "iphone 7 plus", 3.99): 28.0,
     ("apple", "iphone x", 4.0): 28.0,
+    ("apple", "iphone xs max", 4.25): 26.0,
     ("apple", "iphone 11", 4.25): 26.0,
     ("apple", "iphone 12", 4.2): 26.0,
     ("apple", "iphone 13", 5.1): 26.0,
