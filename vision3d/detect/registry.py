@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from vision3d.core import Boxes3D
 from vision3d.errors import UserError
 
-DETECTOR_MODULES = ("vision3d.detect.voxelnet",)
+DETECTOR_MODULES = ("vision3d.detect.voxelnet", "vision3d.detect.lion.model")
 
 
 class DetectorConfig(BaseModel):
