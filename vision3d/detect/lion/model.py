@@ -161,8 +161,11 @@ class Lion(Detector):
         self.blocks = nn.ModuleList(LionBlock(b, C, cfg.heads, cfg.chunk, cfg.generation_ratio) for b in cfg.blocks)
         self.out_norm = nn.LayerNorm(C)
         Z = cfg.grid_shape()[0]
-        self.compress = nn.Sequential(nn.Conv2d(C * Z, cfg.bev_channels, 1, bias=False),
-                                      nn.BatchNorm2d(cfg.bev_channels), nn.ReLU())
+        # Height compression as a sparse op: a 1x1 conv over the C * Z channels of the dense
+        # (z folded into channels) map equals sum_z W_z f_(z) per BEV cell, so each voxel is
+        # multiplied by its own height's weight and summed into its cell; no dense [C * Z] map.
+        self.compress_weight = nn.Parameter(torch.randn(Z, C, cfg.bev_channels) / (C * Z) ** 0.5)
+        self.compress = nn.Sequential(nn.BatchNorm2d(cfg.bev_channels), nn.ReLU())
         r = cfg.rpn
         self.rpn = RPN(cfg.bev_channels, r.layer_nums, r.layer_strides, r.channels, r.upsample_strides,
                        r.upsample_channels)
@@ -196,11 +199,15 @@ class Lion(Detector):
             feats, coords = block(feats, coords, shape, B)
         feats = self.out_norm(feats)
         Z, Y, X = shape
-        C = feats.shape[1]
-        cell = ((coords[:, 0] * Z + coords[:, 1]) * Y + coords[:, 2]) * X + coords[:, 3]
-        grid = feats.new_zeros(B * Z * Y * X, C).index_copy(0, cell, feats)
-        bev = grid.view(B, Z, Y, X, C).permute(0, 4, 1, 2, 3).reshape(B, C * Z, Y, X)  # height compression
-        return self.head(self.rpn(self.compress(bev)))
+        cell = (coords[:, 0] * Y + coords[:, 2]) * X + coords[:, 3]
+        per_voxel = feats.new_zeros(len(feats), self.compress_weight.shape[2])
+        for z in range(Z):  # one matmul per height slice
+            idx = (coords[:, 1] == z).nonzero().squeeze(1)
+            if len(idx):
+                per_voxel = per_voxel.index_copy(0, idx, feats[idx] @ self.compress_weight[z])
+        bev = per_voxel.new_zeros(B * Y * X, per_voxel.shape[1]).index_add(0, cell, per_voxel)
+        bev = bev.view(B, Y, X, -1).permute(0, 3, 1, 2)  # height compression -> [B, bev_channels, Y, X]
+        return self.head(self.rpn(self.compress(bev.contiguous())))
 
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         return center_loss(out, batch["gt_boxes"], batch["gt_labels"], self.config.point_cloud_range,
