@@ -1,7 +1,9 @@
-"""Inference speed of VoxelNet per LiDAR frame: median over frames, CPU and (when present) CUDA.
+"""Inference speed of VoxelNet and LION per LiDAR frame: median over frames, CPU and (when present) CUDA.
 
     python benchmarks/bench_detect.py                      # car configs, synthetic scans
     python benchmarks/bench_detect.py --config configs/voxelnet_synth_car.yaml --frames 20
+    python benchmarks/bench_detect.py --checkpoint runs/voxelnet_synth_car/train/checkpoint.pt \
+        --checkpoint runs/lion_synth_car/train/checkpoint.pt   # trained models side by side
 
 Times one frame end to end: voxelisation of the raw scan (FOV-filtered, as in
 training) + network + decoding/NMS, with an untrained network whose score
@@ -61,7 +63,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", action="append", default=None,
                     help="job config(s) whose detect_train model to time (default: paper car + synthetic CPU car)")
-    ap.add_argument("--checkpoint", help="time this trained model instead of untrained configs")
+    ap.add_argument("--checkpoint", action="append", default=None,
+                    help="time this trained model instead of untrained configs (repeatable)")
     ap.add_argument("--data", help="KITTI root to read scans from (default: synthesize a few)")
     ap.add_argument("--frames", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -87,10 +90,12 @@ def main() -> int:
     scans = find_scans(data, None)[: args.frames]
     models = []
     if args.checkpoint:
-        m, _ = load_detector(args.checkpoint)
-        models.append((Path(args.checkpoint).name, m))
+        for c in args.checkpoint:
+            m, _ = load_detector(c)
+            models.append((f"{Path(c).parent.parent.name}/{Path(c).name}", m))
     else:
-        for c in args.config or [str(REPO / "configs/voxelnet_car.yaml"), str(REPO / "configs/voxelnet_synth_car.yaml")]:
+        default = [str(REPO / f"configs/{n}.yaml") for n in ("voxelnet_car", "voxelnet_synth_car", "lion_synth_car")]
+        for c in args.config or default:
             m = build_detector(_model_cfg(Path(c)))
             models.append((Path(c).stem, m))
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
