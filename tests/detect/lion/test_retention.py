@@ -39,3 +39,12 @@ def test_layer_shapes_and_gradients():
     assert y.shape == x.shape
     y.square().mean().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_kernel_route_is_never_required_on_cpu():
+    from vision3d.detect.lion.retention import fused_kernel_available
+
+    assert not fused_kernel_available(torch.device("cpu"), 4)
+    q, k, v = (torch.randn(1, 4, 9, 4, dtype=torch.float64) for _ in range(3))
+    torch.testing.assert_close(retention(q, k, v, retnet_gammas(4)), retention_parallel(q, k, v, retnet_gammas(4)),
+                               rtol=0, atol=1e-10)

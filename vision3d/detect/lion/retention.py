@@ -100,9 +100,33 @@ def _fla_chunk_retention():
     return chunk_retention
 
 
-def fused_kernel_available(device: torch.device) -> bool:
-    """True when a CUDA Triton retention kernel can serve :func:`retention` on ``device``."""
-    return device.type == "cuda" and _fla_chunk_retention() is not None
+def _kernel_call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """fla's chunk_retention on ``[B, H, L, d]`` tensors (fla takes ``[B, L, H, d]``), unscaled."""
+    kernel = _fla_chunk_retention()
+    out = kernel(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale=1.0, output_final_state=False)
+    out = out[0] if isinstance(out, tuple) else out
+    return out.transpose(1, 2)
+
+
+@functools.lru_cache(maxsize=8)
+def _kernel_agrees(device: str, heads: int) -> bool:
+    """One-time check on ``device`` that the kernel computes :func:`retention_chunked` (layout, decays, scale).
+
+    fla's call conventions differ between versions; a kernel that disagrees (or fails) is not used.
+    """
+    try:
+        g = torch.Generator(device="cpu").manual_seed(0)
+        q, k, v = (torch.randn(1, heads, 80, 16, generator=g).div(4).to(device) for _ in range(3))
+        ref = retention_chunked(q.double(), k.double(), v.double(), retnet_gammas(heads).to(device))
+        got = _kernel_call(q, k, v).double()
+        return bool(torch.allclose(got, ref, rtol=2e-2, atol=2e-2))
+    except Exception:
+        return False
+
+
+def fused_kernel_available(device: torch.device, heads: int = 1) -> bool:
+    """True when a CUDA Triton retention kernel is importable on ``device`` and agrees with the torch forms."""
+    return device.type == "cuda" and _fla_chunk_retention() is not None and _kernel_agrees(str(device), heads)
 
 
 def retention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, chunk: int = 64,
@@ -110,13 +134,13 @@ def retention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gamma: torch.Te
     """Retention by the fastest exact route: the fla Triton kernel on CUDA when importable, else chunked torch.
 
     The fla kernel fixes ``gamma_h = 1 - 2^(-5-h)`` (RetNet's schedule); it is used only when
-    ``gamma`` is exactly that schedule, so results never depend on whether it is installed.
+    ``gamma`` is exactly that schedule and a one-time check on the device agrees with
+    :func:`retention_chunked`, so results never depend on whether it is installed.
     """
     H = q.shape[1]
-    if use_kernel and fused_kernel_available(q.device) and torch.equal(gamma.cpu(), retnet_gammas(H).to(gamma.dtype)):
-        kernel = _fla_chunk_retention()
-        out = kernel(q, k, v, scale=1.0, output_final_state=False)  # pragma: no cover - GPU only
-        return out[0] if isinstance(out, tuple) else out  # pragma: no cover
+    if (use_kernel and q.device.type == "cuda" and torch.equal(gamma.double().cpu(), retnet_gammas(H))
+            and fused_kernel_available(q.device, H)):
+        return _kernel_call(q, k, v)  # pragma: no cover - GPU with fla only
     return retention_chunked(q, k, v, gamma, chunk)
 
 
