@@ -122,6 +122,37 @@ def _cmd_app(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_executor_arguments(r: argparse.ArgumentParser) -> None:
+    x = r.add_argument_group("executor (README: Run on a cluster)")
+    x.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: in this process, one job after another (default); ray: jobs as Ray tasks, and a "
+                        "single job's per-frame stages (LiDAR inference, depth completion) sharded over Ray tasks")
+    x.add_argument("--address", help="a running Ray cluster (ray start --head prints it; default: RAY_ADDRESS, "
+                                     "else a local cluster on this machine)")
+    x.add_argument("--max-parallel", type=int, help="ray: jobs in flight at once (default: as resources allow)")
+    x.add_argument("--cpus-per-job", type=float, default=1.0,
+                   help="ray: CPUs per task (torch threads in it; default 1)")
+    x.add_argument("--gpus-per-job", type=float, default=0.0, help="ray: GPUs per task, fractions share one")
+    x.add_argument("--frames-per-task", type=int,
+                   help="ray, single job: frames per data-parallel task (default: about two tasks per CPU)")
+    x.add_argument("--retries", type=int, default=2, help="ray: re-runs of a task whose worker died (default 2)")
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    """Feat2GS probe sweep over the batch executors, then the report (vision3d.probe.report)."""
+    from vision3d.probe.report import write_report
+    from vision3d.probe.sweep import probe_jobs
+
+    specs = probe_jobs(args.backbones, args.modes, args.data, args.seeds, Path(args.out), args.set)
+    if not args.report_only:
+        code = _run_batch(args, specs)
+        if code == 2 and not (Path(args.out) / "summary.json").is_file():
+            return code
+    rep = write_report(Path(args.out))
+    print(f"report: {Path(args.out) / 'report.md'} ({rep['n_jobs']} runs, {len(rep['failed'])} unfinished)")
+    return 1 if rep["failed"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vision3d", description="3D vision from sparse inputs.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -143,20 +174,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-run stages even when unchanged, and write into an --out that holds another pipeline's "
                         "run or other files")
     r.add_argument("--quiet", action="store_true", help="log to <out>/log.txt only, not to the console")
-    x = r.add_argument_group("executor (README: Run on a cluster)")
-    x.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local: in this process, one job after another (default); ray: jobs as Ray tasks, and a "
-                        "single job's per-frame stages (LiDAR inference, depth completion) sharded over Ray tasks")
-    x.add_argument("--address", help="a running Ray cluster (ray start --head prints it; default: RAY_ADDRESS, "
-                                     "else a local cluster on this machine)")
-    x.add_argument("--max-parallel", type=int, help="ray: jobs in flight at once (default: as resources allow)")
-    x.add_argument("--cpus-per-job", type=float, default=1.0,
-                   help="ray: CPUs per task (torch threads in it; default 1)")
-    x.add_argument("--gpus-per-job", type=float, default=0.0, help="ray: GPUs per task, fractions share one")
-    x.add_argument("--frames-per-task", type=int,
-                   help="ray, single job: frames per data-parallel task (default: about two tasks per CPU)")
-    x.add_argument("--retries", type=int, default=2, help="ray: re-runs of a task whose worker died (default 2)")
+    _add_executor_arguments(r)
     r.set_defaults(func=_cmd_run)
+
+    pr = sub.add_parser("probe", help="Feat2GS probe: how 3D-aware are backbones (sweep + report)")
+    pr.add_argument("--backbones", required=True, help="comma-separated: iuvrgb, random_cnn, vgg16, alexnet, "
+                    "timm:<arch>@<checkpoint file>")
+    pr.add_argument("--modes", default="G,T,A", help="comma-separated: G geometry, T texture, A all (default G,T,A)")
+    pr.add_argument("--data", action="append", required=True, metavar="GLOB",
+                    help="scene folder(s) (transforms.json + images), e.g. --data 'scenes/*' (repeatable)")
+    pr.add_argument("--seeds", default="0", help="comma-separated seeds (two or more: Kendall tau between them)")
+    pr.add_argument("--out", required=True, help="sweep folder: one run per job, summary.json, report.*")
+    pr.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                    help="override configs/feat2gs_probe.yaml, e.g. --set stages.readout.iterations=200")
+    pr.add_argument("--report-only", action="store_true", help="only rewrite the report of finished runs")
+    pr.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides the config's device")
+    pr.add_argument("--force", action="store_true", help="re-run stages even when unchanged")
+    pr.add_argument("--quiet", action="store_true", help="log to each run's log.txt only")
+    _add_executor_arguments(pr)
+    pr.set_defaults(func=_cmd_probe)
 
     sub.add_parser("pipelines", help="list the named pipelines").set_defaults(func=_cmd_pipelines)
     c = sub.add_parser("config", help="print a complete, commented default job config for a pipeline")
