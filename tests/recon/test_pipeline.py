@@ -44,6 +44,12 @@ def test_default_config_runs_end_to_end_and_outputs_load_back(tiny_scene, tmp_pa
     # the AlexNet LPIPS weights ship with the installed `lpips` package (scripts/setup.sh): a real value
     assert m["lpips"] is not None and 0 < m["lpips"] < 1, m.get("lpips_skipped")
     assert m["depth_abs_rel"] < 1 and m["chamfer"] > 0 and 0 <= m["fscore"] <= 1
+    # a mesh from the splat (TSDF of rendered depth) in PLY/OBJ/GLB, scored against the GT mesh
+    from vision3d.io.mesh import load_mesh
+
+    for ext in ("ply", "obj", "glb"):
+        assert load_mesh(run / "mesh" / "mesh" / f"mesh.{ext}").num_faces > 100
+    assert m["mesh_chamfer"] > 0 and 0 <= m["mesh_fscore"] <= 1
     t = json.loads((run / "metrics.json").read_text())["train"]
     assert t["iterations"] == 12 and t["pruned_hull"] >= 0
     # held-out views never train: the train stage saw 4 views only
@@ -57,7 +63,8 @@ def test_default_config_runs_end_to_end_and_outputs_load_back(tiny_scene, tmp_pa
 def test_presets_validate(name):
     job = load_job(REPO_ROOT / "configs" / f"{name}.yaml")
     assert job.pipeline.name == "sparse_view_splat"
-    assert [s.id for s in job.stages] == ["views", "cameras", "depth_prior", "init", "train", "render", "evaluate"]
+    assert [s.id for s in job.stages] == ["views", "cameras", "depth_prior", "init", "train", "render", "mesh",
+                                          "evaluate"]
     train = job.stages[4].params
     if name == "sparse_view_vanilla":  # the baseline has every regulariser off
         assert (train.depth_rank, train.depth_continuity, train.depth_l1, train.depth_smooth, train.coherence,

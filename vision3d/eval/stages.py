@@ -55,6 +55,7 @@ class EvaluateViews(Stage):
     description = "Held-out PSNR/SSIM/LPIPS; with GT geometry, depth error and Chamfer/F-score to the mesh."
     Params = EvaluateParams
     inputs = ("views", "cameras", "renders", "depth")
+    optional_inputs = ("mesh",)  # the extract_mesh stage's folder: its mesh.ply is scored too
     outputs = ("report",)
     version = 2  # 2: real LPIPS (was "skipped")
 
@@ -110,6 +111,17 @@ class EvaluateViews(Stage):
             if "object" in geo:
                 metrics["chamfer_object"] = geo["object"]["chamfer"]
                 metrics["fscore_object"] = geo["object"]["fscore"]
+            mesh_file = Path(ctx.input("mesh")) / "mesh.ply" if ctx.has_input("mesh") else None
+            if mesh_file is not None and mesh_file.is_file():  # (absent: stages.mesh.enabled is false)
+                from vision3d.io.mesh import load_mesh, sample_surface
+
+                mgeo = _score_points(sample_surface(load_mesh(mesh_file), params.chamfer_points, seed=ctx.seed),
+                                     vf, cams, params, ctx.seed)
+                report["mesh_geometry"] = mgeo
+                metrics.update(mesh_chamfer=mgeo["chamfer"], mesh_fscore=mgeo["fscore"])
+                if "object" in mgeo:
+                    metrics["mesh_chamfer_object"] = mgeo["object"]["chamfer"]
+                    metrics["mesh_fscore_object"] = mgeo["object"]["fscore"]
         atomic_write_json(ctx.output_file("report", ".json"), report, fsync=False)
         return {k: (round(v, 5) if isinstance(v, float) and math.isfinite(v) else v) for k, v in metrics.items()}
 
@@ -118,9 +130,6 @@ def _geometry(vf: ViewFolder, cams: Cameras, splits: list[str], ddir: Path, para
     """Chamfer / F-score of the rendered surface (depth of every rendered view with alpha
     > 0.5, lifted to 3D) against the GT mesh, restricted to the part some view sees; and
     against the object mesh (``mesh_object.ply`` next to it) inside the object's box."""
-    from vision3d.eval.geometry import chamfer_fscore
-    from vision3d.io.mesh import load_mesh, sample_surface
-
     pred = []
     for i, n in enumerate(cams.names):
         z = np.load(ddir / ("test" if splits[i] == "test" else "train") / f"{n}.npz")
@@ -132,6 +141,17 @@ def _geometry(vf: ViewFolder, cams: Cameras, splits: list[str], ddir: Path, para
     g = torch.Generator().manual_seed(seed)
     if len(pred) > params.chamfer_points:
         pred = pred[torch.randperm(len(pred), generator=g)[:params.chamfer_points]]
+    return _score_points(pred, vf, cams, params, seed, g)
+
+
+def _score_points(pred: torch.Tensor, vf: ViewFolder, cams: Cameras, params: EvaluateParams, seed: int,
+                  g: torch.Generator | None = None) -> dict:
+    """Chamfer / F-score of predicted surface points [N, 3] (world units) against the GT mesh's
+    visible part, and against the object mesh inside the object's box (``object``)."""
+    from vision3d.eval.geometry import chamfer_fscore
+    from vision3d.io.mesh import load_mesh, sample_surface
+
+    g = g or torch.Generator().manual_seed(seed)
     mesh = Path(vf.mesh)
     gt = sample_surface(load_mesh(mesh), params.chamfer_points * 20, seed=seed)
     gt = gt[_visible(gt, vf, cams)]

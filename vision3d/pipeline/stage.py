@@ -150,6 +150,7 @@ STAGE_MODULES = (
     "vision3d.depth.stages",
     "vision3d.detect.stages",
     "vision3d.eval.stages",
+    "vision3d.surface.stages",
     "vision3d.probe.stages",
 )
 

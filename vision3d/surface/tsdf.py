@@ -40,7 +40,7 @@ class TSDFConfig(BaseModel):
     trunc_voxels: float = Field(4.0, ge=1.0, le=64.0, description="SDF truncation distance in voxels")
     alpha_threshold: float = Field(0.5, ge=0.0, lt=1.0, description="fuse only pixels whose rendered alpha "
                                    "exceeds this")
-    orbit_views: int = Field(16, ge=0, le=360, description="extra views on an orbit around the object "
+    orbit_views: int = Field(12, ge=0, le=360, description="extra views on an orbit around the object "
                                 "(0: training cameras only)")
     orbit_elevations: list[float] = Field([0.0, 25.0], description="orbit elevation offsets (degrees, added to "
                                           "the photos' mean elevation); orbit_views per entry")
