@@ -144,7 +144,10 @@ def collect_results(run_dir: Path, artifacts: dict[str, Path], metrics: dict[str
         except Exception:  # the viewer then shows the splat as it is
             log.warning("could not frame %s for the viewer", res.splat, exc_info=True)
             res.viewer = res.splat
-    res.mesh = first(lambda n, f: "mesh" in n and f.suffix in (".ply", ".obj", ".glb", ".stl") and f != res.splat)
+    # every format the mesh stage wrote is offered for download; GLB first (what browsers and slicers open)
+    meshes = [f for n, f in files if "mesh" in n and f.suffix in (".ply", ".obj", ".glb", ".stl") and f != res.splat]
+    meshes.sort(key=lambda f: (f.suffix != ".glb", str(f)))
+    res.mesh = meshes[0] if meshes else None
     res.video = (first(lambda n, f: f.suffix in (".mp4", ".webm") and "turntable" in (n + f.name))
                  or first(lambda n, f: f.suffix in (".mp4", ".webm")))
     # the rendered depth ("depth" artifact) rather than, say, a depth prior; held-out views first
@@ -168,5 +171,5 @@ def collect_results(run_dir: Path, artifacts: dict[str, Path], metrics: dict[str
             pass
     res.metrics = metric_rows(metrics, report)
     zip_path = Path(shutil.make_archive(str(work / f"vision3d-run-{work.name}"), "zip", root_dir=run_dir))
-    res.downloads = [p for p in (res.splat, res.mesh, zip_path) if p is not None]
+    res.downloads = [p for p in (res.splat, *meshes, zip_path) if p is not None]
     return res
