@@ -244,6 +244,57 @@ def bench_voxelize_cuda() -> None:
     _bench_voxelize("cuda")
 
 
+def voxel_shell_scene(n_target: int = 100_000, device: str = "cpu", seed: int = 0):
+    """About ``n_target`` sparse voxels on a sphere shell (radius 0.8, 3 voxels thick; what a
+    pruned SVRaster grid of an object looks like), corner densities U(-1, 4), SH degree 0."""
+    g = torch.Generator().manual_seed(seed)
+    # leaves of a regular grid in [-1, 1]^3 whose centre is within 1.5 voxels of the sphere
+    res = max(16, int(round((n_target / (3 * 4 * math.pi * 0.8 ** 2)) ** 0.5 * 2)))
+    vs = 2.0 / res
+    ax = (torch.arange(res) + 0.5) * vs - 1.0
+    c = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+    c = c[((c.norm(dim=-1) - 0.8).abs() < 1.5 * vs)]
+    sizes = torch.full((len(c),), vs)
+    dens = torch.rand(len(c), 8, generator=g) * 5 - 1
+    sh = torch.rand(len(c), 1, 3, generator=g) * 2 - 1
+    return [t.to(device) for t in (c, sizes, dens, sh)]
+
+
+def _bench_svraster(device: str, n: int = 100_000, size: int = 256) -> None:
+    from vision3d.backend.svraster import render_camera
+    from vision3d.core.cameras import intrinsics_from_fov, look_at
+
+    centers, sizes, dens, sh = voxel_shell_scene(n, device)
+    dens.requires_grad_(True)
+    sh.requires_grad_(True)
+    w2c = look_at(torch.tensor([0.0, -3.0, 0.5]), torch.zeros(3)).float().to(device)
+    K = intrinsics_from_fov(45.0, size, size).float().to(device)
+    segs = []
+
+    def run() -> None:
+        out = render_camera(w2c, K, size, size, centers, sizes, dens, sh, samples=3)
+        (out.rgb.sum() + out.depth.sum() + out.alpha.sum()).backward()
+        dens.grad = sh.grad = None
+        segs.append(out.n_segments)
+
+    cpu_times: List[float] = []
+    times = _time(run, device, cpu_times)
+    _emit(bench="svraster_reference_fwd_bwd", device=device, backend="torch", n_voxels=len(centers),
+          n_segments=segs[-1], samples=3, width=size, height=size,
+          median_s=round(statistics.median(times), 5), min_s=round(min(times), 5),
+          cpu_median_s=round(statistics.median(cpu_times), 5), runs=len(times),
+          loadavg_1min=round(os.getloadavg()[0], 2))
+
+
+def bench_svraster_cpu_100k() -> None:
+    _bench_svraster("cpu")
+
+
+def bench_svraster_cuda_100k() -> None:
+    if torch.cuda.is_available():
+        _bench_svraster("cuda")
+
+
 BENCHES: List[Callable[[], None]] = [
     bench_gaussian_cpu_build,
     bench_gaussian_cpu_20k,
@@ -251,6 +302,8 @@ BENCHES: List[Callable[[], None]] = [
     bench_gaussian_cuda,
     bench_voxelize_cpu,
     bench_voxelize_cuda,
+    bench_svraster_cpu_100k,
+    bench_svraster_cuda_100k,
 ]
 
 
