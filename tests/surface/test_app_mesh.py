@@ -27,3 +27,17 @@ def test_no_mesh_stage_no_mesh_download(tmp_path):
     work.mkdir()
     res = collect_results(run, {}, {}, work)
     assert res.mesh is None and [p.suffix for p in res.downloads] == [".zip"]
+
+
+def test_mesh_stage_without_open3d_is_a_config_error(monkeypatch):
+    import sys
+
+    import pytest
+
+    from vision3d.errors import UserError
+    from vision3d.surface.stages import MeshParams
+
+    monkeypatch.setitem(sys.modules, "open3d", None)  # import open3d -> ImportError
+    with pytest.raises(UserError, match="enabled=false"):
+        MeshParams()
+    assert MeshParams(enabled=False).enabled is False

@@ -18,8 +18,9 @@ from __future__ import annotations
 import time
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from vision3d.errors import UserError
 from vision3d.io.cameras_json import read_cameras_json
 from vision3d.pipeline.stage import Stage, StageContext, StageParams, register_stage
 from vision3d.surface.tsdf import TSDFConfig
@@ -31,10 +32,23 @@ MESH_FILE = "mesh.ply"  # the file of the ``mesh`` artifact every reader uses (e
 class MeshParams(TSDFConfig, StageParams):
     """:class:`vision3d.surface.tsdf.TSDFConfig` plus what the stage writes."""
 
-    enabled: bool = Field(True, description="extract a mesh (false: the stage writes nothing)")
+    enabled: bool = Field(True, validate_default=True,
+                          description="extract a mesh (false: the stage writes nothing; needs open3d)")
     formats: list[Literal["ply", "obj", "glb"]] = Field(["ply", "obj", "glb"], min_length=1,
                                                         description="mesh files to write (ply is always written)")
     threads: Optional[int] = Field(None, ge=1, description="CPU threads for rendering (default: as render_views)")
+
+    @field_validator("enabled")
+    @classmethod
+    def _open3d_installed(cls, v: bool) -> bool:
+        # Checked with the rest of the config, before any work, not after training.
+        if v:
+            try:
+                import open3d  # noqa: F401
+            except ImportError:
+                raise UserError("stages.mesh: the mesh stage needs open3d (pip install 'vision3d[mesh]', or "
+                                "bash scripts/setup.sh); or turn it off: --set stages.mesh.enabled=false") from None
+        return v
 
 
 @register_stage
