@@ -71,6 +71,8 @@ class VoxelRender:
         alpha: [..., 1] accumulated opacity in [0, 1].
         normal: [..., 3] composited unit normals (minus the density gradient), not renormalised.
         n_segments: number of (ray, voxel) segments composited.
+        voxel_weight: [N] largest blend weight any sample of each voxel got (no gradient): what
+            pruning reads.
     """
 
     rgb: Tensor
@@ -78,6 +80,7 @@ class VoxelRender:
     alpha: Tensor
     normal: Tensor
     n_segments: int
+    voxel_weight: Tensor | None = None
 
 
 def ray_box_segments(origins: Tensor, dirs: Tensor, centers: Tensor, sizes: Tensor, near: float = 0.0,
@@ -170,7 +173,9 @@ def render_rays(origins: Tensor, dirs: Tensor, centers: Tensor, sizes: Tensor, d
         rgb = rgb + (1 - acc) * background.to(dt)
     dsum = composite(ts.reshape(-1, 1).to(dt))
     depth = torch.where(acc > 1e-6, dsum / acc.clamp_min(1e-6), torch.zeros_like(acc))
-    return VoxelRender(rgb, depth, acc, composite(normal), S)
+    vw = torch.zeros(centers.shape[0], dtype=dt, device=origins.device).scatter_reduce(
+        0, vox.repeat_interleave(samples), w.detach(), "amax")
+    return VoxelRender(rgb, depth, acc, composite(normal), S, vw)
 
 
 def _sh_degree(n_bases: int) -> int:
@@ -229,4 +234,4 @@ def render_camera(world_to_cam: Tensor, K: Tensor, width: int, height: int, cent
     r = render_rays(o, d, centers, sizes, densities, sh, samples, background, near, pairs)
     H, W = height, width
     return VoxelRender(r.rgb.reshape(H, W, 3), r.depth.reshape(H, W, 1), r.alpha.reshape(H, W, 1),
-                       r.normal.reshape(H, W, 3), r.n_segments)
+                       r.normal.reshape(H, W, 3), r.n_segments, r.voxel_weight)
