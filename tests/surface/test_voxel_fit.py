@@ -1,0 +1,49 @@
+"""Fitting a sparse-voxel field to views of a sphere (vision3d.surface.voxel_fit) and meshing it."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_tsdf import R, _orbit, _sphere_render  # noqa: E402
+
+from vision3d.surface.tsdf import TSDFConfig, mesh_from_renders  # noqa: E402
+from vision3d.surface.voxel_fit import VoxelFitConfig, fit_voxels, render_voxels  # noqa: E402
+
+CAMS = _orbit(8, size=16)
+RGB, DEPTH, ALPHA = _sphere_render(CAMS)
+IMAGES = RGB + (1 - ALPHA[..., None])  # grey sphere on white
+
+
+def _fit(depth_l1: float):
+    cfg = VoxelFitConfig(iterations=60, init_resolution=8, subdivide_at=[30], prune_weight=0.005,
+                         depth_l1=depth_l1, lr_density=0.3)
+    return fit_voxels(IMAGES, CAMS, torch.full((3,), -0.7), torch.full((3,), 0.7), cfg,
+                      prior=DEPTH, valid=ALPHA > 0)
+
+
+def _depth_error(grid):
+    _, d, a = render_voxels(grid, CAMS)
+    hit = (a > 0.5) & (ALPHA > 0)
+    return float(hit.sum() / (ALPHA > 0).sum()), float((d[hit] - DEPTH[hit]).abs().median())
+
+
+def test_fit_with_depth_prior_meshes_near_the_sphere():
+    grid, st = _fit(1.0)
+    assert st["loss_last"] < 0.5 * st["loss_first"], st
+    assert st["n_voxels"] == 8 * 512  # subdivided once (nothing unseen to prune at this init)
+    cover, err = _depth_error(grid)
+    assert cover > 0.9 and err < 0.12, (cover, err)  # measured 0.98, 0.08 (R = 0.5)
+    mesh, _ = mesh_from_renders(lambda c: render_voxels(grid, c), CAMS, TSDFConfig(voxel_size=0.03, orbit_views=0))
+    r = mesh.vertices.double().norm(dim=1)
+    assert mesh.num_faces > 100 and float((r - R).abs().median()) < 0.12
+
+
+def test_depth_prior_changes_the_result():
+    """Photometric loss alone leaves a grey sphere's depth ambiguous from 8 tiny views (measured
+    0.27 median error); the depth prior pulls it to the surface (0.08)."""
+    grid, st = _fit(0.0)
+    assert st["loss_last"] < 0.5 * st["loss_first"], st
+    _, err = _depth_error(grid)
+    assert err > 0.18, err

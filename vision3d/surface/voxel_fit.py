@@ -1,0 +1,102 @@
+"""Fit a sparse-voxel radiance field to posed photos (the core of the planned
+``sparse_voxel_surface`` method; docs/ARCHITECTURE.md, methods call the backend).
+
+Coarse to fine as SVRaster: a dense grid over the object's box, Adam on corner densities and
+SH colour through :func:`vision3d.backend.svraster.render_camera`, then at the listed
+iterations prune voxels whose largest blend weight over the training views is below
+``prune_weight`` and subdivide the rest. Optional depth-prior L1 (metric depth of the
+training views, e.g. the pipeline's depth_prior stage) on pixels where the prior is valid.
+Units: world units; depth is camera z.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, Field
+
+from vision3d.backend.svraster import render_camera
+from vision3d.backend.svraster.octree import Grid, dense_grid, prune, subdivide
+from vision3d.core.cameras import Cameras
+
+
+class VoxelFitConfig(BaseModel):
+    iterations: int = Field(300, ge=1, description="optimisation steps (one training view each)")
+    init_resolution: int = Field(16, ge=2, le=256, description="voxels along the box's longest side at the start")
+    subdivide_at: list[int] = Field([100, 200], description="iterations at which to prune then subdivide")
+    prune_weight: float = Field(0.01, ge=0.0, le=1.0, description="drop voxels whose largest blend weight is below")
+    max_voxels: int = Field(400_000, ge=1000, description="no subdivision that would exceed this many voxels")
+    samples: int = Field(3, ge=1, le=32, description="samples per ray segment")
+    lr_density: float = Field(0.2, gt=0)
+    lr_sh: float = Field(0.05, gt=0)
+    depth_l1: float = Field(0.0, ge=0.0, description="weight of the depth-prior L1 (0: off)")
+    init_density: float = Field(-1.0, description="raw density of new voxels (exp_linear_11(-1) ~ 0.16)")
+
+
+def render_voxels(grid: Grid, cameras: Cameras, background=(1.0, 1.0, 1.0), samples: int = 3
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Render every camera without gradients: rgb [C, H, W, 3], depth [C, H, W] (camera z, 0 where
+    alpha ~ 0), alpha [C, H, W] on canvases (view i's picture is ``[i, :h_i, :w_i]``), CPU float32."""
+    c, s, d, sh = grid
+    bg = torch.tensor(background, dtype=d.dtype, device=d.device)
+    rgbs = torch.zeros(len(cameras), cameras.height, cameras.width, 3)
+    depths = torch.zeros(len(cameras), cameras.height, cameras.width)
+    alphas = torch.zeros_like(depths)
+    with torch.no_grad():
+        for i in range(len(cameras)):
+            w, h = cameras.size(i)
+            r = render_camera(cameras.world_to_cam[i].to(d), cameras.K[i].to(d), w, h, c, s, d, sh, samples, bg)
+            a = r.alpha[..., 0].float().cpu()
+            rgbs[i, :h, :w] = r.rgb.clamp(0, 1).float().cpu()
+            depths[i, :h, :w] = torch.where(a > 1e-3, r.depth[..., 0].float().cpu(), torch.zeros_like(a))
+            alphas[i, :h, :w] = a
+    return rgbs, depths, alphas
+
+
+def fit_voxels(images: torch.Tensor, cameras: Cameras, lo: torch.Tensor, hi: torch.Tensor, cfg: VoxelFitConfig,
+               prior: torch.Tensor | None = None, valid: torch.Tensor | None = None, background=(1.0, 1.0, 1.0),
+               seed: int = 0) -> tuple[Grid, dict]:
+    """Optimise a voxel grid over the box ``lo``..``hi`` [3] to reproduce ``images`` [C, H, W, 3] in [0, 1].
+
+    Args:
+        prior, valid: [C, H, W] metric depth prior and its validity (for ``cfg.depth_l1``).
+    Returns:
+        (grid, stats) with ``loss_first``, ``loss_last`` (mean photometric L1 over the first / last
+        10 % of steps), ``n_voxels``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    c, s, d, sh = dense_grid(lo, hi, cfg.init_resolution, cfg.init_density)
+    bg = torch.tensor(background, dtype=torch.float32)
+    losses: list[float] = []
+    max_w = torch.zeros(len(c))
+
+    def make_opt(d, sh):
+        d.requires_grad_(True)
+        sh.requires_grad_(True)
+        return torch.optim.Adam([{"params": [d], "lr": cfg.lr_density}, {"params": [sh], "lr": cfg.lr_sh}])
+
+    opt = make_opt(d, sh)
+    for it in range(cfg.iterations):
+        i = int(torch.randint(len(cameras), (1,), generator=g))
+        w, h = cameras.size(i)
+        r = render_camera(cameras.world_to_cam[i].float(), cameras.K[i].float(), w, h, c, s, d, sh, cfg.samples, bg)
+        loss = (r.rgb - images[i, :h, :w]).abs().mean()
+        losses.append(float(loss.detach()))
+        if cfg.depth_l1 > 0 and prior is not None:
+            m = valid[i, :h, :w] & (r.alpha[..., 0] > 0.5)
+            if bool(m.any()):
+                loss = loss + cfg.depth_l1 * (r.depth[..., 0][m] - prior[i, :h, :w][m]).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        max_w = torch.maximum(max_w, r.voxel_weight)
+        if it + 1 in cfg.subdivide_at:
+            with torch.no_grad():
+                c, s, d, sh = prune((c, s, d.detach(), sh.detach()), max_w, cfg.prune_weight)
+                if len(c) * 8 <= cfg.max_voxels:
+                    c, s, d, sh = subdivide((c, s, d, sh), torch.ones(len(c), dtype=torch.bool))
+            d, sh = d.clone(), sh.clone()
+            opt = make_opt(d, sh)
+            max_w = torch.zeros(len(c))
+    k = max(1, len(losses) // 10)
+    grid = (c, s, d.detach(), sh.detach())
+    return grid, {"loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k, "n_voxels": len(c)}
