@@ -95,10 +95,14 @@ def test_nothing_to_fuse_is_a_user_error():
 
     from vision3d.errors import UserError
 
-    cams = _orbit(2, size=16)
-    z = torch.zeros(2, 16, 16)
+    cams = _orbit(4, size=24)
+    z = torch.zeros(4, 24, 24)
     with pytest.raises(UserError, match="alpha_threshold"):
         fuse_tsdf(None, z, z, cams, TSDFConfig(voxel_size=0.05))
+    # one view seeing nothing among others is skipped
+    _, depth, alpha = _sphere_render(cams)
+    depth[1] = 0
+    assert fuse_tsdf(None, depth, alpha, cams, TSDFConfig(voxel_size=0.05, weight_threshold=0.5)).num_faces > 0
 
 
 def test_mesh_formats_round_trip(tmp_path):

@@ -85,3 +85,129 @@ class ExtractMesh(Stage):
         ctx.log.info(f"[mesh] {stats['n_faces']} faces from {stats['n_views']} rendered views, "
                      f"voxel {stats['voxel_size']:.4g}")
         return {**stats, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+# ---------------------------------------------------------------------------- sparse voxels
+
+
+class TrainVoxelsParams(StageParams):
+    """:class:`vision3d.surface.voxel_fit.VoxelFitConfig` plus the box the grid starts in."""
+
+    fit: dict = Field(default_factory=dict, description="VoxelFitConfig fields (iterations, init_resolution, "
+                      "subdivide_at, prune_weight, depth_l1, ...)")
+    box_scale: float = Field(0.5, gt=0, le=5, description="half-edge of the starting box around the point the "
+                             "photos look at, in units of the median camera distance to it")
+
+    @field_validator("fit")
+    @classmethod
+    def _fit_valid(cls, v: dict) -> dict:
+        from vision3d.surface.voxel_fit import VoxelFitConfig
+
+        VoxelFitConfig(**v)
+        return v
+
+
+@register_stage
+class TrainVoxels(Stage):
+    name = "train_voxels"
+    description = "Fit a sparse-voxel radiance field (coarse to fine, optional depth-prior L1) to the training photos."
+    Params = TrainVoxelsParams
+    inputs = ("views", "cameras")
+    optional_inputs = ("depth_prior",)
+    outputs = ("voxels",)
+
+    def run(self, ctx: StageContext, params: TrainVoxelsParams) -> dict:
+        import torch
+
+        from vision3d.io.atomic import atomic_path
+        from vision3d.recon.poses import look_at_point
+        from vision3d.recon.prior import load_depth_prior
+        from vision3d.recon.views import load_training_views
+        from vision3d.surface.voxel_fit import VoxelFitConfig, fit_voxels
+
+        cfg = VoxelFitConfig(**params.fit)
+        tv = load_training_views(ctx.input("views"), ctx.input("cameras"))
+        prior = valid = None
+        if cfg.depth_l1 > 0:
+            if not ctx.has_input("depth_prior"):
+                raise UserError("stages.train.fit.depth_l1 needs the depth_prior stage in the pipeline")
+            prior, valid = load_depth_prior(ctx.input("depth_prior"), tv.names)
+        center = look_at_point(tv.cameras)
+        half = params.box_scale * float((tv.cameras.centers - center).norm(dim=-1).median())
+        t0 = time.perf_counter()
+        grid, stats = fit_voxels(tv.images, tv.cameras, center - half, center + half, cfg, prior, valid,
+                                 seed=ctx.seed)
+        with atomic_path(ctx.output_file("voxels", ".pt")) as tmp:
+            torch.save(dict(zip(("centers", "sizes", "densities", "sh"), grid)), tmp)
+        return {**{k: (round(v, 5) if isinstance(v, float) else v) for k, v in stats.items()},
+                "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _read_voxels(path):
+    from vision3d.io.torch_files import load_torch_file
+
+    d = load_torch_file(path, what="voxel grid")
+    return d["centers"], d["sizes"], d["densities"], d["sh"]
+
+
+class RenderVoxelParams(StageParams):
+    samples: int = Field(3, ge=1, le=32, description="samples per ray segment")
+
+
+@register_stage
+class RenderVoxelViews(Stage):
+    name = "render_voxel_views"
+    description = "Render every input and held-out view of a voxel field and its depth (the layout render_views writes)."
+    Params = RenderVoxelParams
+    inputs = ("voxels", "cameras")
+    outputs = ("renders", "depth")
+
+    def run(self, ctx: StageContext, params: RenderVoxelParams) -> dict:
+        import numpy as np
+
+        from vision3d.io.images import save_image
+        from vision3d.recon.render import colorize_depth
+        from vision3d.recon.trainer import crop_to_view
+        from vision3d.surface.voxel_fit import render_voxels
+
+        grid = _read_voxels(ctx.input("voxels"))
+        cams, splits, _ = read_cameras_json(ctx.input("cameras"))
+        t0 = time.perf_counter()
+        rgb, depth, alpha = render_voxels(grid, cams, samples=params.samples)
+        rdir, ddir = ctx.output_dir("renders"), ctx.output_dir("depth")
+        for i, n in enumerate(cams.names):
+            sub = "test" if splits[i] == "test" else "train"
+            rgb_i, depth_i, alpha_i = (crop_to_view(cams, i, x[i]) for x in (rgb, depth, alpha))
+            save_image(rdir / sub / f"{n}.png", rgb_i)
+            save_image(ddir / sub / f"{n}.png", colorize_depth(depth_i))
+            np.savez_compressed(ddir / sub / f"{n}.npz", depth=depth_i.numpy(), alpha=alpha_i.numpy())
+        return {"n_rendered": len(cams), "render_seconds_per_view": (time.perf_counter() - t0) / max(1, len(cams))}
+
+
+@register_stage
+class ExtractVoxelMesh(Stage):
+    name = "extract_voxel_mesh"
+    description = "Mesh a voxel field: render depth at the training cameras + an orbit, TSDF-fuse (open3d), clean."
+    Params = MeshParams
+    inputs = ("voxels", "cameras")
+    outputs = ("mesh",)
+
+    def run(self, ctx: StageContext, params: MeshParams) -> dict:
+        from vision3d.io.mesh import save_mesh
+        from vision3d.surface.tsdf import mesh_from_renders
+        from vision3d.surface.voxel_fit import render_voxels
+
+        out = ctx.output_dir("mesh")
+        if not params.enabled:
+            return {"enabled": False}
+        t0 = time.perf_counter()
+        grid = _read_voxels(ctx.input("voxels"))
+        cams, splits, _ = read_cameras_json(ctx.input("cameras"))
+        train = cams[[i for i, s in enumerate(splits) if s != "test"]]
+        cfg = TSDFConfig(**{k: getattr(params, k) for k in TSDFConfig.model_fields})
+        mesh, stats = mesh_from_renders(lambda c: render_voxels(grid, c), train, cfg)
+        save_mesh(out / MESH_FILE, mesh)
+        for ext in params.formats:
+            if ext != "ply":
+                save_mesh(out / f"mesh.{ext}", mesh)
+        return {**stats, "seconds": round(time.perf_counter() - t0, 2)}

@@ -87,18 +87,19 @@ def fuse_tsdf(rgb: torch.Tensor | None, depth: torch.Tensor, alpha: torch.Tensor
                         "lower it, or check that training produced a visible model")
     voxel = cfg.voxel_size or _auto_voxel(depth, valid, cameras, cfg.resolution)
     use_color = cfg.color and rgb is not None
-    names, dtypes, channels = ["tsdf", "weight"], [o3c.float32, o3c.float32], [1, 1]
-    if use_color:
-        names, dtypes, channels = names + ["color"], dtypes + [o3c.float32], channels + [3]
+    # always a colour channel: open3d 0.20's mesh extraction fails on grids without one
+    names, dtypes, channels = ("tsdf", "weight", "color"), (o3c.float32,) * 3, (1, 1, 3)
     # the tensor API's voxel-block grid (hashed 8^3 blocks); the legacy ScalableTSDFVolume
     # of open3d 0.20 returned empty meshes in our tests
-    vbg = o3d.t.geometry.VoxelBlockGrid(attr_names=tuple(names), attr_dtypes=tuple(dtypes),
-                                        attr_channels=tuple(channels), voxel_size=float(voxel),
+    vbg = o3d.t.geometry.VoxelBlockGrid(attr_names=names, attr_dtypes=dtypes,
+                                        attr_channels=channels, voxel_size=float(voxel),
                                         block_resolution=8, block_count=cfg.block_count,
                                         device=o3c.Device("CPU:0"))
     far = float(depth[valid].max()) * 1.01 + voxel
     for i in range(C):
         w, h = cameras.size(i)
+        if not bool(valid[i, :h, :w].any()):  # a view that sees nothing (open3d aborts on it)
+            continue
         d = torch.where(valid[i, :h, :w], depth[i, :h, :w], torch.zeros(())).float().contiguous().numpy()
         K = cameras.K[i].double().numpy().copy()
         # vision3d puts pixel (u, v)'s centre at (u + 0.5, v + 0.5), open3d at (u, v): shift the principal point
@@ -107,13 +108,17 @@ def fuse_tsdf(rgb: torch.Tensor | None, depth: torch.Tensor, alpha: torch.Tensor
         K = o3c.Tensor(K)
         E = o3c.Tensor(np.ascontiguousarray(cameras.world_to_cam[i].double().numpy()))
         dimg = o3d.t.geometry.Image(o3c.Tensor(d))
-        blocks = vbg.compute_unique_block_coordinates(dimg, K, E, 1.0, far, trunc_voxel_multiplier=cfg.trunc_voxels)
-        if use_color:
-            cimg = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(rgb[i, :h, :w].clamp(0, 1).float().numpy())))
-            vbg.integrate(blocks, dimg, cimg, K, K, E, 1.0, far, trunc_voxel_multiplier=cfg.trunc_voxels)
-        else:
-            vbg.integrate(blocks, dimg, K, E, 1.0, far, trunc_voxel_multiplier=cfg.trunc_voxels)
-    m = vbg.extract_triangle_mesh(weight_threshold=cfg.weight_threshold)
+        try:
+            blocks = vbg.compute_unique_block_coordinates(dimg, K, E, 1.0, far, trunc_voxel_multiplier=cfg.trunc_voxels)
+        except RuntimeError:  # open3d: "no block is touched" (the view's few pixels fall outside): nothing to add
+            continue
+        col = rgb[i, :h, :w].clamp(0, 1).float().numpy() if rgb is not None else np.full((h, w, 3), 0.5, np.float32)
+        cimg = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(col)))
+        vbg.integrate(blocks, dimg, cimg, K, K, E, 1.0, far, trunc_voxel_multiplier=cfg.trunc_voxels)
+    try:
+        m = vbg.extract_triangle_mesh(weight_threshold=cfg.weight_threshold)
+    except RuntimeError:  # open3d raises when no voxel passes the weight threshold: an empty mesh
+        return TriangleMesh(torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.int64))
     verts = torch.from_numpy(m.vertex.positions.numpy().astype(np.float32).reshape(-1, 3))
     faces = torch.from_numpy(m.triangle.indices.numpy().astype(np.int64).reshape(-1, 3)) \
         if "indices" in m.triangle else torch.zeros(0, 3, dtype=torch.int64)
