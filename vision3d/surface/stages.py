@@ -136,7 +136,8 @@ class TrainVoxels(Stage):
         half = params.box_scale * float((tv.cameras.centers - center).norm(dim=-1).median())
         t0 = time.perf_counter()
         grid, stats = fit_voxels(tv.images, tv.cameras, center - half, center + half, cfg, prior, valid,
-                                 seed=ctx.seed)
+                                 seed=ctx.seed,
+                                 progress=lambda it, total, desc: ctx.progress(it, total=total, desc=desc))
         with atomic_path(ctx.output_file("voxels", ".pt")) as tmp:
             torch.save(dict(zip(("centers", "sizes", "densities", "sh"), grid)), tmp)
         return {**{k: (round(v, 5) if isinstance(v, float) else v) for k, v in stats.items()},

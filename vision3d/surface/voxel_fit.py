@@ -54,11 +54,13 @@ def render_voxels(grid: Grid, cameras: Cameras, background=(1.0, 1.0, 1.0), samp
 
 def fit_voxels(images: torch.Tensor, cameras: Cameras, lo: torch.Tensor, hi: torch.Tensor, cfg: VoxelFitConfig,
                prior: torch.Tensor | None = None, valid: torch.Tensor | None = None, background=(1.0, 1.0, 1.0),
-               seed: int = 0) -> tuple[Grid, dict]:
+               seed: int = 0, progress=None) -> tuple[Grid, dict]:
     """Optimise a voxel grid over the box ``lo``..``hi`` [3] to reproduce ``images`` [C, H, W, 3] in [0, 1].
 
     Args:
         prior, valid: [C, H, W] metric depth prior and its validity (for ``cfg.depth_l1``).
+        progress: ``(iterable, total, desc) -> iterator`` wrapper of the loop (the pipeline's
+            ``ctx.progress``: progress bar and cancellation), or None.
     Returns:
         (grid, stats) with ``loss_first``, ``loss_last`` (mean photometric L1 over the first / last
         10 % of steps), ``n_voxels``.
@@ -75,7 +77,8 @@ def fit_voxels(images: torch.Tensor, cameras: Cameras, lo: torch.Tensor, hi: tor
         return torch.optim.Adam([{"params": [d], "lr": cfg.lr_density}, {"params": [sh], "lr": cfg.lr_sh}])
 
     opt = make_opt(d, sh)
-    for it in range(cfg.iterations):
+    steps = range(cfg.iterations)
+    for it in (progress(steps, cfg.iterations, "voxels") if progress is not None else steps):
         i = int(torch.randint(len(cameras), (1,), generator=g))
         w, h = cameras.size(i)
         r = render_camera(cameras.world_to_cam[i].float(), cameras.K[i].float(), w, h, c, s, d, sh, cfg.samples, bg)
