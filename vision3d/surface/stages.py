@@ -45,8 +45,8 @@ class MeshParams(TSDFConfig, StageParams):
         if v:
             try:
                 import open3d  # noqa: F401
-            except ImportError:
-                raise UserError("stages.mesh: the mesh stage needs open3d (pip install 'vision3d[mesh]', or "
+            except (ImportError, OSError):  # OSError: installed, but its system libraries (libGL, libusb) are not
+                raise UserError("stages.mesh: the mesh stage needs open3d (pip install open3d and its system libraries, or "
                                 "bash scripts/setup.sh); or turn it off: --set stages.mesh.enabled=false") from None
         return v
 
