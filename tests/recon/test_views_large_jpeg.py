@@ -11,15 +11,22 @@ import sys
 import numpy as np
 from PIL import Image
 
-# Runs in a fresh interpreter so that ru_maxrss (the process's peak resident memory) is this load's alone.
+# Runs in a fresh interpreter so that the peak resident memory is this load's alone.
 _PROBE = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 import torch  # imported before the baseline: what the load itself costs is the difference
 from vision3d.recon.views import prepare_views
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def hwm_kb():  # this process's peak resident memory (VmHWM belongs to the address space, so an exec
+    # starts it afresh, unlike ru_maxrss, which keeps the forking parent's peak: a big pytest process)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+base = hwm_kb()
 vf = prepare_views(sys.argv[1], Path(sys.argv[2]), max_side=512)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm_kb()
 print(json.dumps({"base_kb": base, "peak_kb": peak, "sizes": vf.sizes, "size": [vf.width, vf.height],
                   "exif": vf.cameras_exif}))
 """
