@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from vision3d.core import Boxes3D
 from vision3d.errors import UserError
@@ -43,6 +43,27 @@ class DetectorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
     name: str
     classes: list[str]
+
+
+class VoxelDetectorConfig(DetectorConfig):
+    """Base of detectors that voxelise a point-cloud range: the range check and the grid shape,
+    once. Subclasses give their own defaults for both fields."""
+
+    point_cloud_range: tuple[float, float, float, float, float, float]
+    voxel_size: tuple[float, float, float]
+
+    @model_validator(mode="after")
+    def _range(self) -> "VoxelDetectorConfig":
+        x0, y0, z0, x1, y1, z1 = self.point_cloud_range
+        if not (x1 > x0 and y1 > y0 and z1 > z0):
+            raise ValueError(f"point_cloud_range {self.point_cloud_range}: each max must exceed its min")
+        return self
+
+    def grid_shape(self) -> tuple[int, int, int]:
+        """(Z, Y, X) voxels over the range (rounded as the voxelizer does)."""
+        from vision3d.backend.voxels import VoxelGrid
+
+        return VoxelGrid.create(self.voxel_size, self.point_cloud_range).spatial_shape
 
 
 class Detector(torch.nn.Module):

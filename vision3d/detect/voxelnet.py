@@ -27,7 +27,7 @@ from vision3d.core import Boxes3D
 from vision3d.detect.anchors import AnchorSet, Targets, assign_targets, generate_anchors
 from vision3d.detect.head import AnchorHead, decode_predictions, head_loss
 from vision3d.detect.middle import SparseMiddle
-from vision3d.detect.registry import Detector, DetectorConfig, register_detector
+from vision3d.detect.registry import Detector, VoxelDetectorConfig, register_detector
 from vision3d.detect.rpn import RPN
 from vision3d.detect.vfe import VoxelFeatureEncoder
 
@@ -100,7 +100,7 @@ def _paper_car_anchor() -> list[AnchorClassConfig]:
     return [AnchorClassConfig(name="Car", size=(3.9, 1.6, 1.56), z_center=-1.0, pos_iou=0.6, neg_iou=0.45)]
 
 
-class VoxelNetConfig(DetectorConfig):
+class VoxelNetConfig(VoxelDetectorConfig):
     """VoxelNet hyper-parameters; defaults are the paper's car network on KITTI."""
 
     name: Literal["voxelnet"] = "voxelnet"
@@ -130,16 +130,7 @@ class VoxelNetConfig(DetectorConfig):
             object.__setattr__(self, "classes", names)
         elif list(self.classes) != names:
             raise ValueError(f"classes {self.classes} must list the anchors' classes in the same order: {names}")
-        x0, y0, z0, x1, y1, z1 = self.point_cloud_range
-        if not (x1 > x0 and y1 > y0 and z1 > z0):
-            raise ValueError(f"point_cloud_range {self.point_cloud_range}: each max must exceed its min")
         return self
-
-    def grid_shape(self) -> tuple[int, int, int]:
-        """(Z, Y, X) voxels over the range (rounded as the voxelizer does)."""
-        from vision3d.backend.voxels import VoxelGrid
-
-        return VoxelGrid.create(self.voxel_size, self.point_cloud_range).spatial_shape
 
 
 class VoxelPreprocessor:

@@ -30,7 +30,7 @@ from vision3d.detect.center_head import CenterHead, center_decode, center_loss
 from vision3d.detect.lion.retention import MultiScaleRetention
 from vision3d.detect.lion.voxel_ops import SpatialDescriptor, VoxelExpanding, VoxelMerging, generate_voxels
 from vision3d.detect.lion.windows import Grouping
-from vision3d.detect.registry import Detector, DetectorConfig, register_detector
+from vision3d.detect.registry import Detector, VoxelDetectorConfig, register_detector
 from vision3d.detect.rpn import RPN
 from vision3d.detect.voxelnet import RPNConfig, VoxelPreprocessor, collate_voxels
 
@@ -52,7 +52,7 @@ class LionPostConfig(_Strict):
     max_det: int = Field(100, gt=0)
 
 
-class LionConfig(DetectorConfig):
+class LionConfig(VoxelDetectorConfig):
     """LION hyper-parameters; defaults are the paper's LION-RetNet on Waymo (one class)."""
 
     name: Literal["lion"] = "lion"
@@ -84,16 +84,7 @@ class LionConfig(DetectorConfig):
             raise ValueError(f"channels {self.channels} must be divisible by heads {self.heads}")
         if not self.classes:
             raise ValueError("classes: give at least one class name")
-        x0, y0, z0, x1, y1, z1 = self.point_cloud_range
-        if not (x1 > x0 and y1 > y0 and z1 > z0):
-            raise ValueError(f"point_cloud_range {self.point_cloud_range}: each max must exceed its min")
         return self
-
-    def grid_shape(self) -> tuple[int, int, int]:
-        """(Z, Y, X) voxels over the range."""
-        from vision3d.backend.voxels import VoxelGrid
-
-        return VoxelGrid.create(self.voxel_size, self.point_cloud_range).spatial_shape
 
 
 class LionLayer(nn.Module):
