@@ -67,24 +67,32 @@ class ExtractMesh(Stage):
             return self._run(ctx, params, out)
 
     def _run(self, ctx: StageContext, params: MeshParams, out) -> dict:
-        from vision3d.io.mesh import save_mesh
         from vision3d.io.ply import read_splat_ply
         from vision3d.recon.trainer import render
-        from vision3d.surface.tsdf import mesh_from_renders
 
         t0 = time.perf_counter()
         g = read_splat_ply(ctx.input("splat"))
-        cams, splits, _ = read_cameras_json(ctx.input("cameras"))
-        train = cams[[i for i, s in enumerate(splits) if s != "test"]]  # held-out views stay unseen
-        cfg = TSDFConfig(**{k: getattr(params, k) for k in TSDFConfig.model_fields})
-        mesh, stats = mesh_from_renders(lambda c: render(g, c, (1.0, 1.0, 1.0), ctx.device), train, cfg)
-        save_mesh(out / MESH_FILE, mesh)
-        for ext in params.formats:
-            if ext != "ply":
-                save_mesh(out / f"mesh.{ext}", mesh)
-        ctx.log.info(f"[mesh] {stats['n_faces']} faces from {stats['n_views']} rendered views, "
-                     f"voxel {stats['voxel_size']:.4g}")
+        stats = _mesh_and_save(ctx, params, out, lambda c: render(g, c, (1.0, 1.0, 1.0), ctx.device))
         return {**stats, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _mesh_and_save(ctx: StageContext, params: MeshParams, out, render_fn) -> dict:
+    """TSDF-mesh what ``render_fn(cameras) -> (rgb, depth, alpha)`` shows from the training cameras
+    (held-out views stay unseen) plus the orbit, and write it in every format asked for; the stats."""
+    from vision3d.io.mesh import save_mesh
+    from vision3d.surface.tsdf import mesh_from_renders
+
+    cams, splits, _ = read_cameras_json(ctx.input("cameras"))
+    train = cams[[i for i, s in enumerate(splits) if s != "test"]]
+    cfg = TSDFConfig(**{k: getattr(params, k) for k in TSDFConfig.model_fields})
+    mesh, stats = mesh_from_renders(render_fn, train, cfg)
+    save_mesh(out / MESH_FILE, mesh)
+    for ext in params.formats:
+        if ext != "ply":
+            save_mesh(out / f"mesh.{ext}", mesh)
+    ctx.log.info(f"[mesh] {stats['n_faces']} faces from {stats['n_views']} rendered views, "
+                 f"voxel {stats['voxel_size']:.4g}")
+    return stats
 
 
 # ---------------------------------------------------------------------------- sparse voxels
@@ -194,8 +202,6 @@ class ExtractVoxelMesh(Stage):
     outputs = ("mesh",)
 
     def run(self, ctx: StageContext, params: MeshParams) -> dict:
-        from vision3d.io.mesh import save_mesh
-        from vision3d.surface.tsdf import mesh_from_renders
         from vision3d.surface.voxel_fit import render_voxels
 
         out = ctx.output_dir("mesh")
@@ -203,12 +209,5 @@ class ExtractVoxelMesh(Stage):
             return {"enabled": False}
         t0 = time.perf_counter()
         grid = _read_voxels(ctx.input("voxels"))
-        cams, splits, _ = read_cameras_json(ctx.input("cameras"))
-        train = cams[[i for i, s in enumerate(splits) if s != "test"]]
-        cfg = TSDFConfig(**{k: getattr(params, k) for k in TSDFConfig.model_fields})
-        mesh, stats = mesh_from_renders(lambda c: render_voxels(grid, c), train, cfg)
-        save_mesh(out / MESH_FILE, mesh)
-        for ext in params.formats:
-            if ext != "ply":
-                save_mesh(out / f"mesh.{ext}", mesh)
+        stats = _mesh_and_save(ctx, params, out, lambda c: render_voxels(grid, c))
         return {**stats, "seconds": round(time.perf_counter() - t0, 2)}
