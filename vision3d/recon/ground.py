@@ -16,6 +16,13 @@ photo, and a novel view is mostly ground. Two facts find it without points:
   Collins 1996). Robust (truncated) colour differences tolerate the object,
   shadows and occlusions; a featureless floor leaves the sweep undecided, which
   the result reports (``confident``) so that the caller can fall back.
+* **Between which heights** (:func:`silhouette_height_range`, with object masks):
+  the object stands on the ground, so the ground lies between the base of the
+  object's visual hull and that base plus how far the hull reaches below the real
+  base (about the footprint radius times the tangent of the cameras' elevation).
+  Inside that narrow range even a plain floor's shading and the object's shadow
+  give the sweep a clear minimum (:func:`find_ground_in_range`), and a textured
+  sweep's answer outside it is a repeated-pattern alias.
 
 :func:`ground_masks` tells which training pixels show the ground and their depth
 on it (the depth prior then trusts the plane there).
@@ -42,6 +49,8 @@ class GroundPlane:
         cost: mean truncated colour disagreement at this height (0 = every photo agrees, 1 = none).
         contrast: the sweep's median cost minus ``cost``: how clearly this height stands out.
         confident: the sweep found a clear minimum (textured ground); False for featureless ground.
+        source: "sweep" (the full plane sweep) or "silhouette" (the sweep inside
+            :func:`silhouette_height_range`).
     """
 
     normal: torch.Tensor
@@ -49,6 +58,7 @@ class GroundPlane:
     cost: float = 0.0
     contrast: float = 0.0
     confident: bool = True
+    source: str = "sweep"
 
     @property
     def plane(self) -> torch.Tensor:
@@ -291,6 +301,83 @@ def find_ground_plane(cams: Cameras, images: torch.Tensor, masks: torch.Tensor |
             best = (fc, h)
     contrast = float(cost[seen].median()) - float(c.min())
     return GroundPlane(n, best[1], best[0], contrast, contrast >= min_contrast)
+
+
+def silhouette_height_range(cams: Cameras, masks: torch.Tensor, normal: torch.Tensor | None = None, *,
+                            reach: float = 1.5) -> tuple[float, float] | None:
+    """The heights (along ``normal``) between which the ground under a masked object lies.
+
+    The visual hull holds the object, so its base is at or below the ground. It reaches
+    below the real base only where every camera sees the point inside the silhouette: down
+    to about ``r tan(e)`` for a footprint of radius ``r`` seen from elevation ``e`` (a point
+    that deep under the footprint's centre hides behind its front rim). So the ground lies
+    in ``[base, base + reach * r * tan(e)]``, capped at the hull's top.
+
+    Args:
+        cams: V >= 2 training cameras. masks: [V, H, W] bool object masks.
+        normal: up direction (default :func:`up_direction`).
+        reach: safety factor on ``r tan(e)`` (r is the hull's 90th-percentile horizontal radius).
+    Returns:
+        (low, high) heights, or None with fewer than 2 views or no hull.
+    """
+    from vision3d.errors import UserError
+    from vision3d.recon.init import carve_visual_hull, scene_box
+    from vision3d.recon.poses import look_at_point
+
+    if len(cams) < 2 or masks is None or not masks.any():
+        return None
+    n = (up_direction(cams) if normal is None else normal).double()
+    try:
+        hull = carve_visual_hull(cams, masks, *scene_box(cams, None))
+    except UserError:  # masks that carve everything away say nothing about the ground
+        return None
+    c = hull.centers.double()
+    hts = c @ n
+    base, top = float(hts.min()) - 0.5 * hull.voxel, float(hts.max()) + 0.5 * hull.voxel
+    horiz = c - hts[:, None] * n
+    radius = float((horiz - horiz.mean(0)).norm(dim=-1).quantile(0.9))
+    rel = cams.centers.double() - look_at_point(cams).double()
+    elev = float(torch.asin((rel @ n / rel.norm(dim=-1).clamp_min(1e-12)).clamp(-1, 1)).max())
+    span = reach * radius * math.tan(min(max(elev, 0.0), math.radians(75))) + 2 * hull.voxel
+    return base - hull.voxel, min(top, base + span)
+
+
+def find_ground_in_range(cams: Cameras, images: torch.Tensor, masks: torch.Tensor | None, low: float, high: float,
+                         normal: torch.Tensor | None = None, *, steps: int = 32,
+                         max_dip: float = 0.75) -> GroundPlane | None:
+    """The ground plane by a photo-consistency sweep restricted to heights ``[low, high]``.
+
+    Restricted to the range the object's silhouettes allow (:func:`silhouette_height_range`),
+    a plain floor's shading and the object's shadow are enough: the cost dips where the
+    photos agree. The sweep runs at full resolution (stride 2) and is refined around its
+    minimum (stride 1).
+
+    Args:
+        cams, images, masks: as :func:`find_ground_plane`.
+        low, high: the height range. normal: up (default :func:`up_direction`).
+        steps: heights of the first sweep.
+        max_dip: the minimum is trusted (``confident``) only if it lies inside the range and its
+            cost is at most this fraction of the cost at both ends.
+    Returns:
+        :class:`GroundPlane` with ``source="silhouette"``, or None when no height is seen by two photos.
+    """
+    n = (up_direction(cams) if normal is None else normal).double()
+    heights = torch.linspace(low, high, steps, dtype=torch.float64)
+    cost, evidence = photo_cost(cams, images, n, heights, masks=masks, stride=2)
+    seen = evidence > 0
+    if not seen.any():
+        return None
+    c = torch.where(seen, cost, torch.full_like(cost, math.inf))
+    i = int(c.argmin())
+    step = float(heights[1] - heights[0])
+    fine = torch.linspace(float(heights[i]) - 1.5 * step, float(heights[i]) + 1.5 * step, 16, dtype=torch.float64)
+    fcost, fevid = photo_cost(cams, images, n, fine, masks=masks, stride=1)
+    j = int(torch.where(fevid > 0, fcost, torch.full_like(fcost, math.inf)).argmin())
+    ends = min(float(c[0]), float(c[-1]))
+    interior = 0 < i < steps - 1
+    confident = interior and math.isfinite(ends) and float(c[i]) <= max_dip * ends
+    return GroundPlane(n, float(fine[j]), float(fcost[j]), ends - float(c[i]) if math.isfinite(ends) else 0.0,
+                       confident, "silhouette")
 
 
 def ground_masks(cams: Cameras, images: torch.Tensor, ground: GroundPlane, *,

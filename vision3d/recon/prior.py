@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vision3d.core.cameras import Cameras
 from vision3d.errors import UserError
-from vision3d.recon.ground import GroundPlane, find_ground_plane, ground_masks
+from vision3d.recon.ground import (GroundPlane, find_ground_in_range, find_ground_plane, ground_masks,
+                                   silhouette_height_range)
 
 GROUND_JSON = "ground.json"
 
@@ -45,6 +46,10 @@ class DepthPriorConfig(BaseModel):
                          "trusted: the ground is most of a novel view and few SfM points land on it")
     ground_tolerance: float = Field(0.1, gt=0, le=1, description="ground: colour difference (mean abs, 0-1) up to "
                                     "which another photo agrees that a pixel shows the plane")
+    ground_silhouette: bool = Field(True, description="ground, with object masks: the ground lies between the base "
+                                    "of the object's visual hull and how far the hull reaches below the real base; "
+                                    "when the full sweep is unsure (plain floor) or answers outside that range "
+                                    "(a repeated pattern), sweep again inside it")
 
 
 @dataclass
@@ -94,6 +99,7 @@ def build_depth_prior(sfm, images: torch.Tensor, cfg: DepthPriorConfig, *, masks
     else:
         denses, valids = sparses.clone(), sparses > 0
     frame = cams.frame_mask()
+    object_masks = masks
     if frame is not None:
         valids &= frame
         denses = torch.where(frame, denses, torch.zeros_like(denses))
@@ -102,10 +108,18 @@ def build_depth_prior(sfm, images: torch.Tensor, cfg: DepthPriorConfig, *, masks
     plane = gmask = None
     if cfg.ground:
         plane = find_ground_plane(cams, images, masks)
+        span = silhouette_height_range(cams, object_masks) if cfg.ground_silhouette and object_masks is not None \
+            else None
+        if span is not None:
+            m["ground_silhouette_range"] = [round(span[0], 6), round(span[1], 6)]
+            outside = plane is not None and plane.confident and not span[0] <= plane.height <= span[1]
+            if plane is None or not plane.confident or outside:
+                plane = find_ground_in_range(cams, images, masks, *span, normal=None if plane is None else plane.normal)
         m["ground_found"] = plane is not None and plane.confident
         if plane is not None:
             m.update(ground_normal=[round(float(x), 5) for x in plane.normal], ground_height=round(plane.height, 6),
-                     ground_cost=round(plane.cost, 4), ground_contrast=round(plane.contrast, 4))
+                     ground_cost=round(plane.cost, 4), ground_contrast=round(plane.contrast, 4),
+                     ground_source=plane.source)
         if plane is not None and plane.confident:
             gmask, gdepth = ground_masks(cams, images, plane, exclude=masks, tolerance=cfg.ground_tolerance)
             # where the prior trusts a surface well in front of the plane, the pixel shows that surface
@@ -146,7 +160,7 @@ def write_depth_prior(out_dir: Path, names: Sequence[str], prior: DepthPrior) ->
         g = prior.ground
         atomic_write_json(Path(out_dir) / GROUND_JSON, {"found": False} if g is None else {
             "found": True, "normal": [float(x) for x in g.normal], "height": g.height, "cost": g.cost,
-            "contrast": g.contrast,
+            "contrast": g.contrast, "source": g.source,
             "convention": "world points x on the ground satisfy normal . x = height; normal points up"})
 
 
@@ -177,7 +191,7 @@ def load_ground(prior_dir: Path, names: Sequence[str]) -> tuple[GroundPlane | No
     if not g.get("found"):
         return None, None
     plane = GroundPlane(torch.tensor(g["normal"], dtype=torch.float64), float(g["height"]), float(g["cost"]),
-                        float(g["contrast"]))
+                        float(g["contrast"]), source=g.get("source", "sweep"))
     return plane, torch.stack([torch.from_numpy(np.load(Path(prior_dir) / f"{n}.npz")["ground"]).bool()
                                for n in names])
 
