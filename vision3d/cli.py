@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("probe", help="Feat2GS probe: how 3D-aware are backbones (sweep + report)")
     pr.add_argument("--backbones", required=True, help="comma-separated: iuvrgb, random_cnn, vgg16, alexnet, "
-                    "timm:<arch>@<checkpoint file>")
+                    "efficientnet_lite0, aliked, disk, xfeat, timm:<arch>@<checkpoint file>")
     pr.add_argument("--modes", default="G,T,A", help="comma-separated: G geometry, T texture, A all (default G,T,A)")
     pr.add_argument("--data", action="append", required=True, metavar="GLOB",
                     help="scene folder(s) (transforms.json + images), e.g. --data 'scenes/*' (repeatable)")

