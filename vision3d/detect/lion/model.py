@@ -18,6 +18,7 @@ uses a dynamic VFE); z is not downsampled between blocks.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import numpy as np
@@ -74,8 +75,12 @@ class LionConfig(VoxelDetectorConfig):
                                                              channels=[128, 256], upsample_strides=[1, 2],
                                                              upsample_channels=[256, 256]))
     head_channels: int = Field(64, gt=0)
+    dir_bins: Literal[0, 2] = Field(2, description="2: regress the box axis (sin 2yaw, cos 2yaw) and classify the "
+                                                   "half-turn; 0: CenterPoint's sin/cos yaw (see detect/center_head.py)")
+    dir_offset: float = Field(math.pi / 4, description="heading-bin boundary offset, radians")
     loss_heatmap_weight: float = 1.0
     loss_reg_weight: float = 2.0
+    loss_dir_weight: float = Field(0.2, ge=0, description="direction classifier weight")
     post: LionPostConfig = Field(default_factory=LionPostConfig)
 
     @model_validator(mode="after")
@@ -160,7 +165,7 @@ class Lion(Detector):
         r = cfg.rpn
         self.rpn = RPN(cfg.bev_channels, r.layer_nums, r.layer_strides, r.channels, r.upsample_strides,
                        r.upsample_channels)
-        self.head = CenterHead(self.rpn.out_channels, len(cfg.classes), cfg.head_channels)
+        self.head = CenterHead(self.rpn.out_channels, len(cfg.classes), cfg.head_channels, cfg.dir_bins)
 
     def preprocessor(self, training: bool) -> VoxelPreprocessor:
         return VoxelPreprocessor(self.config, training)  # reads only the voxel fields LionConfig shares
@@ -180,7 +185,8 @@ class Lion(Detector):
         return torch.cat([mean, spread], 1)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Returns ``heatmap [B, K, H, W]`` logits and ``reg [B, 8, H, W]`` (see :mod:`vision3d.detect.center_head`)."""
+        """Returns ``heatmap [B, K, H, W]`` logits, ``reg [B, 8, H, W]`` and, with ``dir_bins``, ``dir [B, 2, H, W]``
+        logits (see :mod:`vision3d.detect.center_head`)."""
         cfg = self.config
         B = int(batch["batch_size"])
         shape = cfg.grid_shape()
@@ -202,13 +208,15 @@ class Lion(Detector):
 
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         return center_loss(out, batch["gt_boxes"], batch["gt_labels"], self.config.point_cloud_range,
-                           self.config.loss_heatmap_weight, self.config.loss_reg_weight)
+                           self.config.loss_heatmap_weight, self.config.loss_reg_weight, self.config.loss_dir_weight,
+                           self.config.dir_offset)
 
     @torch.no_grad()
     def predict(self, out: dict[str, torch.Tensor], batch: dict[str, Any] | None = None) -> list[Boxes3D]:
         """Decoded, NMS-filtered boxes per sample; a sample without voxels gets none."""
         P = self.config.post
-        res = center_decode(out, self.config.point_cloud_range, P.score_thresh, P.nms_pre, P.nms_iou, P.max_det)
+        res = center_decode(out, self.config.point_cloud_range, P.score_thresh, P.nms_pre, P.nms_iou, P.max_det,
+                            self.config.dir_offset)
         names = self.config.classes
         boxes = [Boxes3D(b.cpu(), [names[i] for i in l.tolist()], s.cpu()) for b, s, l in res]
         if batch is not None and "coords" in batch:
