@@ -260,8 +260,11 @@ def voxel_shell_scene(n_target: int = 100_000, device: str = "cpu", seed: int = 
     return [t.to(device) for t in (c, sizes, dens, sh)]
 
 
-def _bench_svraster(device: str, n: int = 100_000, size: int = 256) -> None:
-    from vision3d.backend.svraster import render_camera
+def _bench_svraster(device: str, backend: str, n: int = 100_000, size: int = 256) -> None:
+    """100k voxels on a sphere shell at 256^2, K = 3 samples, forward + backward of rgb + depth + alpha
+    through :func:`vision3d.backend.svraster.render_view` with ``backend`` ("torch": the reference;
+    "cpp": the C++ CPU kernels)."""
+    from vision3d.backend.svraster import render_view
     from vision3d.core.cameras import intrinsics_from_fov, look_at
 
     centers, sizes, dens, sh = voxel_shell_scene(n, device)
@@ -272,14 +275,15 @@ def _bench_svraster(device: str, n: int = 100_000, size: int = 256) -> None:
     segs = []
 
     def run() -> None:
-        out = render_camera(w2c, K, size, size, centers, sizes, dens, sh, samples=3)
+        out = render_view(w2c, K, size, size, centers, sizes, dens, sh, samples=3, backend=backend)
         (out.rgb.sum() + out.depth.sum() + out.alpha.sum()).backward()
         dens.grad = sh.grad = None
         segs.append(out.n_segments)
 
     cpu_times: List[float] = []
     times = _time(run, device, cpu_times)
-    _emit(bench="svraster_reference_fwd_bwd", device=device, backend="torch", n_voxels=len(centers),
+    name = "svraster_reference_fwd_bwd" if backend == "torch" else f"svraster_{backend}_fwd_bwd"
+    _emit(bench=name, device=device, backend=backend, n_voxels=len(centers),
           n_segments=segs[-1], samples=3, width=size, height=size,
           median_s=round(statistics.median(times), 5), min_s=round(min(times), 5),
           cpu_median_s=round(statistics.median(cpu_times), 5), runs=len(times),
@@ -287,12 +291,19 @@ def _bench_svraster(device: str, n: int = 100_000, size: int = 256) -> None:
 
 
 def bench_svraster_cpu_100k() -> None:
-    _bench_svraster("cpu")
+    _bench_svraster("cpu", "torch")
+
+
+def bench_svraster_cpp_cpu_100k() -> None:
+    from vision3d.backend.svraster.render import cpp_ops
+
+    if cpp_ops() is not None:
+        _bench_svraster("cpu", "cpp")
 
 
 def bench_svraster_cuda_100k() -> None:
     if torch.cuda.is_available():
-        _bench_svraster("cuda")
+        _bench_svraster("cuda", "torch")
 
 
 BENCHES: List[Callable[[], None]] = [
@@ -303,6 +314,7 @@ BENCHES: List[Callable[[], None]] = [
     bench_voxelize_cpu,
     bench_voxelize_cuda,
     bench_svraster_cpu_100k,
+    bench_svraster_cpp_cpu_100k,
     bench_svraster_cuda_100k,
 ]
 
