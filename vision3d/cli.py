@@ -143,7 +143,8 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     from vision3d.probe.report import write_report
     from vision3d.probe.sweep import probe_jobs
 
-    specs = probe_jobs(args.backbones, args.modes, args.data, args.seeds, Path(args.out), args.set)
+    specs = probe_jobs(args.backbones, args.modes, args.data, args.seeds, Path(args.out), args.set,
+                       Path(args.config) if args.config else None)
     if not args.report_only:
         code = _run_batch(args, specs)
         if code == 2 and not (Path(args.out) / "summary.json").is_file():
@@ -185,8 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="scene folder(s) (transforms.json + images), e.g. --data 'scenes/*' (repeatable)")
     pr.add_argument("--seeds", default="0", help="comma-separated seeds (two or more: Kendall tau between them)")
     pr.add_argument("--out", required=True, help="sweep folder: one run per job, summary.json, report.*")
+    pr.add_argument("--config", help="job config of every run (default: the shipped configs/feat2gs_probe_sweep.yaml: "
+                    "stride 4, 200 steps; configs/feat2gs_probe.yaml is the slower single-job one)")
     pr.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                    help="override configs/feat2gs_probe.yaml, e.g. --set stages.readout.iterations=200")
+                    help="override the job config, e.g. --set stages.readout.iterations=300")
     pr.add_argument("--report-only", action="store_true", help="only rewrite the report of finished runs")
     pr.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides the config's device")
     pr.add_argument("--force", action="store_true", help="re-run stages even when unchanged")

@@ -1,6 +1,6 @@
 """``vision3d probe``: backbones x modes x scenes x seeds as one batch of ``feat2gs_probe`` jobs.
 
-The jobs are ``configs/feat2gs_probe.yaml`` with ``--sweep``-style overrides
+The jobs are ``configs/feat2gs_probe_sweep.yaml`` (or the ``--config`` given) with ``--sweep``-style overrides
 (:func:`vision3d.pipeline.jobs.expand_jobs`), run by the batch executors
 (:mod:`vision3d.pipeline.executors`, local or Ray) into ``<out>/<job>``. Resume: run the
 same command again; finished stages are reused by the runner's stage cache, and the
@@ -21,15 +21,16 @@ MODE_KEY = "stages.readout.mode"
 MODES = ("G", "T", "A")
 
 
-def probe_config() -> Path:
-    """The shipped ``feat2gs_probe.yaml`` job config."""
+def probe_config(name: str = "feat2gs_probe_sweep.yaml") -> Path:
+    """A shipped job config: ``feat2gs_probe_sweep.yaml`` (the sweep's settings) by default,
+    ``feat2gs_probe.yaml`` the single-job one."""
     import importlib.resources
 
     try:  # the configs/ folder, installed as the package vision3d.configs
         root = Path(str(importlib.resources.files("vision3d.configs")))
     except ModuleNotFoundError:  # a source tree that was never installed
         root = Path(__file__).resolve().parents[2] / "configs"
-    p = root / "feat2gs_probe.yaml"
+    p = root / name
     if not p.is_file():
         raise UserError(f"{p} is missing; reinstall vision3d (pip install -e .)")
     return p
@@ -52,8 +53,9 @@ def probe_jobs(backbones: str, modes: str, data: list[str], seeds: str, out: Pat
         data: dataset globs (``vision3d run --data``).
         seeds: comma-separated integers.
         out: the sweep folder (one run directory per job, ``summary.json``, the report).
+        sets: ``--set`` overrides for every job; config: the job config (default :func:`probe_config`).
     Raises:
-        UserError: unknown mode or backbone family, bad seed.
+        UserError: unknown mode or backbone family, bad seed, missing config.
     """
     from vision3d.probe.features import available_extractors
 
@@ -72,6 +74,9 @@ def probe_jobs(backbones: str, modes: str, data: list[str], seeds: str, out: Pat
         raise UserError(f"vision3d probe --seeds: {seeds!r} must be comma-separated integers")
     sweeps = [f"{BACKBONE_KEY}={','.join(json.dumps(b) for b in bb)}", f"{MODE_KEY}={','.join(md)}",
               f"seed={','.join(sd)}"]
+    if config is not None and not Path(config).is_file():
+        raise UserError(f"vision3d probe --config: {config} is not a file; give a job config such as "
+                        f"{probe_config()}")
     specs = expand_jobs([config or probe_config()], sets or [], sweeps, data, Path(out))
     if len(specs) == 1:  # expand_jobs makes a lone job's out the folder itself: keep one layout
         s = specs[0]
