@@ -31,6 +31,35 @@ def make_photo(path: Path, w: int = 128, h: int = 96, seed: int = 0, mode: str =
     return path
 
 
+def make_probe_sweep(folder: Path) -> dict:
+    """A sweep folder with the report `vision3d probe` writes: 2 backbones x modes G, T x seeds 0, 1."""
+    import json
+
+    from PIL import Image
+
+    from vision3d.probe.report import METRICS, aggregate, bar_chart
+
+    rows = []
+    for b, base in (("iuvrgb", 12.0), ("vgg16", 13.0)):
+        for m in "GT":
+            for seed in (0, 1):
+                for scene in ("mug", "teddy"):
+                    rows.append({"backbone": b, "mode": m, "seed": seed, "scene": scene,
+                                 "psnr": base + 0.1 * seed + (0.5 if m == "T" else 0), "ssim": 0.4, "lpips": 0.5})
+    rep = aggregate(rows)
+    folder.mkdir(parents=True)
+    figs = []
+    for met in METRICS:
+        bar_chart(rep, met).save(folder / f"bars_{met}.png")
+        figs.append(f"bars_{met}.png")
+    Image.new("RGB", (64, 20), "white").save(folder / "side_by_side_vgg16.png")
+    figs.append("side_by_side_vgg16.png")
+    rep.update(failed=[], n_jobs=len(rows), figures=figs)
+    (folder / "report.json").write_text(json.dumps(rep))
+    (folder / "summary.json").write_text(json.dumps({"jobs": []}))
+    return rep
+
+
 @pytest.fixture
 def photos(tmp_path):
     """Four small photos in tmp_path/up/."""

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.conftest import REPO, TOY, make_photo
+from tests.app.conftest import REPO, TOY, make_photo, make_probe_sweep
 
 pytestmark = pytest.mark.browser
 
@@ -96,7 +96,9 @@ def server(tmp_path_factory, outbound):
     slow = A.Preset("slow (toy)", TOY / "sparse_view_toy_slow.yaml", "toy: 60 s unless cancelled")
     app = A.App(presets=[*presets, slow], overrides=[], runs_root=tmp_path_factory.mktemp("runs"), keep_runs=3)
     port = _free_port()
-    demo = A.launch("127.0.0.1", port, prevent_thread_lock=True, app=app)
+    probes = tmp_path_factory.mktemp("probes")
+    make_probe_sweep(probes / "sweep_a")  # for the Probe tab
+    demo = A.launch("127.0.0.1", port, prevent_thread_lock=True, app=app, probe_root=probes)
     print(f"\napp under test: {kind} pipeline, presets {[p.name for p in app.presets]}, "
           f"overrides {presets[0].overrides}")
     first = os.environ.get("VISION3D_APP_TEST_PRESET") if kind == "real" else None
@@ -215,6 +217,16 @@ def test_example_with_held_out_view_shows_metrics(page, server):
     table = page.locator("#v3d-metrics")
     table.wait_for(state="visible")
     assert "PSNR" in table.inner_text()
+
+
+def test_probe_tab_shows_the_report(page, server):
+    page.get_by_role("tab", name="Probe").click()
+    table = page.locator("#v3d-probe-table")
+    table.wait_for(state="visible")
+    text = table.inner_text()
+    assert "PSNR" in text and "vgg16" in text and "12.05 ± 0.05" in text
+    assert "Kendall" in page.locator("#v3d-probe-tau").inner_text()
+    assert page.locator("#v3d-probe-bars img").count() >= 1
 
 
 def test_one_photo_shows_the_error(page, server, tmp_path):

@@ -12,12 +12,14 @@ Modules:
     cluster   optional: hand a request's run to a Ray cluster instead (VISION3D_APP_RAY_ADDRESS)
     status    the status box's HTML (errors, progress, which photos pose recovery refused)
     results   what the page shows of a finished run (splat, video, depth maps, scores)
+    probe_tab the "Probe" tab: a ``vision3d probe`` sweep's report (table, Kendall tau, charts, renders)
     viewer    the splat copy framed for the browser viewer
     page      the Gradio Blocks and ``launch``
 
 Environment (all optional):
     VISION3D_APP_RUNS        runs root (default: <tmp>/vision3d-app)
     VISION3D_APP_KEEP_RUNS   how many request folders to keep (default 8)
+    VISION3D_APP_PROBE_RUNS  where the Probe tab looks for probe sweeps (default: ./runs)
     VISION3D_APP_PRESETS     extra preset job configs (os.pathsep-separated YAML paths)
     VISION3D_APP_SET         overrides applied to every job, ';'-separated
                              ``key.path=value`` items as for ``vision3d run --set``

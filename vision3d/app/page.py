@@ -111,9 +111,12 @@ def _examples() -> tuple[list[list[Any]], list[str]]:
     return [e[0] for e in found], [e[1] for e in found]
 
 
-def build_app(app: App | None = None) -> "gr.Blocks":  # noqa: F821
-    """The page. ``app`` carries presets, overrides and the runs root (defaults from the environment)."""
+def build_app(app: App | None = None, probe_root: Path | None = None) -> "gr.Blocks":  # noqa: F821
+    """The page. ``app`` carries presets, overrides and the runs root (defaults from the environment);
+    ``probe_root``: where the Probe tab looks for sweeps (default :func:`vision3d.app.probe_tab.default_probe_root`)."""
     import gradio as gr
+
+    from vision3d.app.probe_tab import probe_tab
 
     app = app or App()
     names = [p.name for p in app.presets]
@@ -160,6 +163,8 @@ def build_app(app: App | None = None) -> "gr.Blocks":  # noqa: F821
                         metrics = gr.Dataframe(headers=["view", "metric", "value"], elem_id="v3d-metrics",
                                                interactive=False, visible=False,
                                                label="Scores on views held out from training")
+                    with gr.Tab("Probe"):
+                        probe_tab(probe_root)
                 downloads = gr.File(label="Downloads: splat PLY, mesh, whole run (zip)", file_count="multiple",
                                     interactive=False, elem_id="v3d-downloads", height=140)
 
@@ -220,10 +225,10 @@ def launch_kwargs(app: App) -> dict[str, Any]:
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860, *, prevent_thread_lock: bool = False,
-           app: App | None = None):
+           app: App | None = None, probe_root: Path | None = None):
     """Start the app on ``http://host:port`` (blocks unless ``prevent_thread_lock``). Returns the Blocks."""
     app = app or App()
-    demo = build_app(app)
+    demo = build_app(app, probe_root)
     print(f"vision3d app: http://{host}:{port}  (runs under {app.runs_root})", flush=True)
     demo.launch(server_name=host, server_port=port, share=False, inbrowser=False,
                 prevent_thread_lock=prevent_thread_lock, **launch_kwargs(app))
