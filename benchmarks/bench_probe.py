@@ -4,7 +4,11 @@ Scenes come from ``vision3d data synth`` (cached in ``<work>/scenes/<model>``); 
 ``vision3d probe`` itself (resumable: run the command again to finish an interrupted sweep).
 
     nice -n 10 .venv/bin/python benchmarks/bench_probe.py --work /tmp/probe_bench \\
-        --models mug,teddy,racecar --backbones iuvrgb,random_cnn,alexnet,vgg16 --modes G,T,A --seeds 0,1
+        --models mug,teddy,racecar --backbones iuvrgb,random_cnn,alexnet,vgg16,efficientnet_lite0,xfeat \\
+        --modes G,T,A --seeds 0,1 --single-backbone ''
+
+The sweep runs the shipped sweep settings (configs/feat2gs_probe_sweep.yaml: stride 4, 200 steps, one
+thread per job); ``--set`` overrides them.
 
 Prints the one-job wall time (configs/feat2gs_probe.yaml on assets/duck, 128 px, --single-backbone /
 --single-mode), the sweep's wall time and its report.md (PSNR/SSIM/LPIPS per backbone and mode,
@@ -35,7 +39,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/probe_bench"), help="scenes, runs and the report")
     ap.add_argument("--models", default="mug,teddy,racecar", help="vision3d data synth --model values (scenes)")
     ap.add_argument("--size", default="128x128")
-    ap.add_argument("--backbones", default="iuvrgb,random_cnn,alexnet,vgg16")
+    ap.add_argument("--backbones", default="iuvrgb,random_cnn,alexnet,vgg16,efficientnet_lite0,xfeat")
     ap.add_argument("--modes", default="G,T,A")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--single-backbone", default="vgg16", help="backbone of the one-job timing ('' to skip)")
