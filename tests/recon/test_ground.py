@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from vision3d.core.cameras import Cameras, intrinsics_from_fov, look_at
-from vision3d.recon.ground import GroundPlane, find_ground_plane, ground_masks, up_direction
+from vision3d.recon.ground import (GroundPlane, find_ground_in_range, find_ground_plane, ground_masks,
+                                   silhouette_height_range, up_direction)
 
 S = 96  # pixels
 BALL = (torch.tensor([0.0, 0.0, 0.12]), 0.12)  # centre, radius: standing on z = 0
@@ -32,7 +33,27 @@ def _cameras(azimuths_deg, elevation_deg=25.0, radius=0.9, roll_deg=0.0, size=S)
     return Cameras(torch.stack(w2c).float(), K, size, size, [f"v{i}" for i in range(len(w2c))])
 
 
+LAMP = torch.tensor([0.5, -0.3, 1.2], dtype=torch.float64)  # a point light above the floor
+
+
+def _lamp(x, y):
+    """[...] brightness of the floor point (x, y, 0) under LAMP: Lambert with distance falloff, and the
+    ball's shadow (what makes a real plain floor not quite featureless)."""
+    p = torch.stack([x, y, torch.zeros_like(x)], -1)
+    to = LAMP - p
+    dist = to.norm(dim=-1)
+    lit = (to[..., 2] / dist) / (dist / float(LAMP[2])) ** 2
+    c, r = BALL
+    d = to / dist[..., None]
+    oc = p - c.double()
+    b = (oc * d).sum(-1)
+    shadow = (b * b - ((oc * oc).sum(-1) - r * r) > 0) & (b < 0)
+    return (0.7 + 0.3 * lit.clamp(0, 1)) * torch.where(shadow, 0.85, 1.0)
+
+
 def _texture(x, y, textured=True):
+    if textured == "plain":  # one paint under a lamp
+        return (0.7 * _lamp(x, y))[..., None].expand(*x.shape, 3)
     if not textured:
         return torch.full((*x.shape, 3), 0.6, dtype=x.dtype)
     # checker squares under smooth, non-periodic colour variation (a real floor is not perfectly periodic)
@@ -126,3 +147,50 @@ def test_ground_pixels_and_object_pixels_are_told_apart():
     g, depth = ground_masks(cams, imgs, plane)
     assert float((g & below & ~ball).sum()) / float((below & ~ball).sum()) > 0.9
     assert float((g & ball).sum()) / float(ball.sum()) < 0.6
+
+
+def test_silhouettes_bound_the_ground_height():
+    # the ball's hull reaches below the floor by about r tan(elevation); the range holds z = 0 and is narrow
+    cams = _cameras([4, 97, 183, 276])
+    _, ball = _render(cams)
+    lo, hi = silhouette_height_range(cams, ball)
+    r = BALL[1]
+    assert lo <= 0.0 <= hi
+    assert hi - lo < 2.0 * r  # far narrower than the full sweep's 1.5 camera distances
+
+
+def test_plain_floor_under_a_lamp_is_found_inside_the_silhouette_range():
+    cams = _cameras([4, 97, 183, 276])
+    imgs, ball = _render(cams, textured="plain")
+    g = find_ground_in_range(cams, imgs, ball, *silhouette_height_range(cams, ball))
+    assert g is not None and g.confident and g.source == "silhouette"
+    assert abs(g.height) < 0.005 * 0.9
+
+
+def test_uniform_floor_is_not_claimed_even_inside_the_range():
+    # no shading, no shadow: every height inside the range agrees, so there is no dip to trust
+    cams = _cameras([4, 97, 183, 276])
+    imgs, ball = _render(cams, textured=False)
+    g = find_ground_in_range(cams, imgs, ball, *silhouette_height_range(cams, ball))
+    assert g is None or not g.confident
+
+
+def test_depth_prior_replaces_a_sweep_answer_the_silhouettes_rule_out(monkeypatch):
+    # a repeated pattern can give the full sweep a confident alias; with masks it is swept again in range
+    import vision3d.recon.prior as prior_mod
+    from vision3d.recon.poses import SfMResult
+    from vision3d.recon.prior import DepthPriorConfig, build_depth_prior
+
+    cams = _cameras([4, 97, 183, 276])
+    imgs, ball = _render(cams, textured="plain")
+    alias = GroundPlane(torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), -0.3, 0.01, 0.5, True)
+    monkeypatch.setattr(prior_mod, "find_ground_plane", lambda *a, **k: alias)
+    sfm = SfMResult(cams, torch.zeros(0, 3), torch.zeros(0, 3), torch.zeros(0),
+                    [(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)) for _ in range(len(cams))])
+    cfg = DepthPriorConfig(ground=True)
+    p = build_depth_prior(sfm, imgs, cfg, masks=ball)
+    assert p.ground is not None and p.ground.source == "silhouette" and abs(p.ground.height) < 0.005 * 0.9
+    assert p.metrics["ground_found"] and p.ground_mask.any()
+    # switched off, the alias stands (the switch really switches)
+    p = build_depth_prior(sfm, imgs, cfg.model_copy(update={"ground_silhouette": False}), masks=ball)
+    assert p.ground.height == -0.3

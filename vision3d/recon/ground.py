@@ -344,7 +344,7 @@ def silhouette_height_range(cams: Cameras, masks: torch.Tensor, normal: torch.Te
 
 def find_ground_in_range(cams: Cameras, images: torch.Tensor, masks: torch.Tensor | None, low: float, high: float,
                          normal: torch.Tensor | None = None, *, steps: int = 32,
-                         max_dip: float = 0.75) -> GroundPlane | None:
+                         max_dip: float = 0.4) -> GroundPlane | None:
     """The ground plane by a photo-consistency sweep restricted to heights ``[low, high]``.
 
     Restricted to the range the object's silhouettes allow (:func:`silhouette_height_range`),
@@ -357,7 +357,7 @@ def find_ground_in_range(cams: Cameras, images: torch.Tensor, masks: torch.Tenso
         low, high: the height range. normal: up (default :func:`up_direction`).
         steps: heights of the first sweep.
         max_dip: the minimum is trusted (``confident``) only if it lies inside the range and its
-            cost is at most this fraction of the cost at both ends.
+            cost is at most this fraction of the cost at both ends and of the median cost.
     Returns:
         :class:`GroundPlane` with ``source="silhouette"``, or None when no height is seen by two photos.
     """
@@ -373,10 +373,11 @@ def find_ground_in_range(cams: Cameras, images: torch.Tensor, masks: torch.Tenso
     fine = torch.linspace(float(heights[i]) - 1.5 * step, float(heights[i]) + 1.5 * step, 16, dtype=torch.float64)
     fcost, fevid = photo_cost(cams, images, n, fine, masks=masks, stride=1)
     j = int(torch.where(fevid > 0, fcost, torch.full_like(fcost, math.inf)).argmin())
-    ends = min(float(c[0]), float(c[-1]))
+    # a dip against both ends and the typical height: noise on a uniform floor dips by ~half at most
+    ref = min(float(c[0]), float(c[-1]), float(cost[seen].median()))
     interior = 0 < i < steps - 1
-    confident = interior and math.isfinite(ends) and float(c[i]) <= max_dip * ends
-    return GroundPlane(n, float(fine[j]), float(fcost[j]), ends - float(c[i]) if math.isfinite(ends) else 0.0,
+    confident = interior and math.isfinite(ref) and float(c[i]) <= max_dip * ref
+    return GroundPlane(n, float(fine[j]), float(fcost[j]), ref - float(c[i]) if math.isfinite(ref) else 0.0,
                        confident, "silhouette")
 
 
