@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vision3d.detect.anchors import apply_direction, direction_target
+from vision3d.detect.anchors import apply_direction, direction_target, limit_period
 
 REG_DIM = 8  # dx, dy, z, log l, log w, log h, and the heading pair (see encode_heading)
 
@@ -46,11 +46,11 @@ def encode_heading(yaw: torch.Tensor, dir_bins: int, dir_offset: float) -> tuple
 
 
 def decode_heading(pair: torch.Tensor, dir_bin: torch.Tensor | None, dir_bins: int, dir_offset: float) -> torch.Tensor:
-    """Inverse of :func:`encode_heading`: ``[N, 2]`` pair (+ ``[N]`` bin) -> ``[N]`` yaw, radians."""
+    """Inverse of :func:`encode_heading`: ``[N, 2]`` pair (+ ``[N]`` bin) -> ``[N]`` yaw in [-pi, pi), radians."""
     if dir_bins == 0:
         return torch.atan2(pair[:, 0], pair[:, 1])
     axis = 0.5 * torch.atan2(pair[:, 0], pair[:, 1])  # defined up to a half-turn
-    return apply_direction(axis, dir_bin, dir_offset, 2)
+    return limit_period(apply_direction(axis, dir_bin, dir_offset, 2), 0.5, 2 * math.pi)  # in [-pi, pi)
 
 
 class CenterHead(nn.Module):

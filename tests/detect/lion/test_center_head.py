@@ -25,6 +25,7 @@ def test_heading_round_trip_both_codings():
         pair, dbin = encode_heading(yaw, bins, math.pi / 4)
         back = decode_heading(pair, dbin, bins, math.pi / 4)
         assert _wrap(back - yaw).abs().max() < 1e-9
+        assert back.abs().max() <= math.pi + 1e-9
 
 
 def test_axis_pair_is_the_same_for_a_half_turn():
