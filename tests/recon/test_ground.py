@@ -4,6 +4,7 @@ The scenes are ray-traced analytically here (a textured plane z = 0 and a ball s
 on it), so each test knows the truth exactly and runs in a second or two.
 """
 
+import functools
 import math
 
 import pytest
@@ -149,10 +150,16 @@ def test_ground_pixels_and_object_pixels_are_told_apart():
     assert float((g & ball).sum()) / float(ball.sum()) < 0.6
 
 
+@functools.lru_cache(maxsize=None)
+def _four_views(textured):
+    """(cameras, images, ball masks) of 4 photos 90 deg apart around the ball (rendered once per floor)."""
+    cams = _cameras([4, 97, 183, 276])
+    return (cams, *_render(cams, textured=textured))
+
+
 def test_silhouettes_bound_the_ground_height():
     # the ball's hull reaches below the floor by about r tan(elevation); the range holds z = 0 and is narrow
-    cams = _cameras([4, 97, 183, 276])
-    _, ball = _render(cams)
+    cams, _, ball = _four_views(True)
     lo, hi = silhouette_height_range(cams, ball)
     r = BALL[1]
     assert lo <= 0.0 <= hi
@@ -160,8 +167,7 @@ def test_silhouettes_bound_the_ground_height():
 
 
 def test_plain_floor_under_a_lamp_is_found_inside_the_silhouette_range():
-    cams = _cameras([4, 97, 183, 276])
-    imgs, ball = _render(cams, textured="plain")
+    cams, imgs, ball = _four_views("plain")
     g = find_ground_in_range(cams, imgs, ball, *silhouette_height_range(cams, ball))
     assert g is not None and g.confident and g.source == "silhouette"
     assert abs(g.height) < 0.005 * 0.9
@@ -169,8 +175,7 @@ def test_plain_floor_under_a_lamp_is_found_inside_the_silhouette_range():
 
 def test_uniform_floor_is_not_claimed_even_inside_the_range():
     # no shading, no shadow: every height inside the range agrees, so there is no dip to trust
-    cams = _cameras([4, 97, 183, 276])
-    imgs, ball = _render(cams, textured=False)
+    cams, imgs, ball = _four_views(False)
     g = find_ground_in_range(cams, imgs, ball, *silhouette_height_range(cams, ball))
     assert g is None or not g.confident
 
@@ -181,8 +186,7 @@ def test_depth_prior_replaces_a_sweep_answer_the_silhouettes_rule_out(monkeypatc
     from vision3d.recon.poses import SfMResult
     from vision3d.recon.prior import DepthPriorConfig, build_depth_prior
 
-    cams = _cameras([4, 97, 183, 276])
-    imgs, ball = _render(cams, textured="plain")
+    cams, imgs, ball = _four_views("plain")
     alias = GroundPlane(torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), -0.3, 0.01, 0.5, True)
     monkeypatch.setattr(prior_mod, "find_ground_plane", lambda *a, **k: alias)
     sfm = SfMResult(cams, torch.zeros(0, 3), torch.zeros(0, 3), torch.zeros(0),
