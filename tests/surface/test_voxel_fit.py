@@ -47,3 +47,30 @@ def test_depth_prior_changes_the_result():
     assert st["loss_last"] < 0.5 * st["loss_first"], st
     _, err = _depth_error(grid)
     assert err > 0.18, err
+
+
+def test_downscale_pools_images_and_scales_intrinsics():
+    from vision3d.surface.voxel_fit import _downscale
+
+    cams = _orbit(2, size=16)
+    img = torch.rand(2, 16, 16, 3)
+    prior = torch.rand(2, 16, 16) + 1
+    valid = torch.ones(2, 16, 16, dtype=torch.bool)
+    valid[0, 0, 0] = False
+    im, K, p, v, sizes = _downscale(img, cams, prior, valid, 4)
+    assert im.shape == (2, 4, 4, 3) and sizes == [(4, 4), (4, 4)]
+    assert torch.allclose(im[1, 2, 3], img[1, 8:12, 12:16].reshape(-1, 3).mean(0))
+    assert torch.allclose(K[:, :2], cams.K[:, :2] / 4) and torch.equal(K[:, 2], cams.K[:, 2])
+    # low-res pixel (u, v) centre (u + 0.5) / fx' lands on the full-res block centre (4u + 2) / fx
+    assert not bool(v[0, 0, 0]) and bool(v[0, 0, 1]) and torch.allclose(p[1, 0, 0], prior[1, :4, :4].mean())
+
+
+def test_fit_with_coarse_image_scales():
+    """Coarse stage at half resolution (image_scales [2, 1]) still fits the sphere."""
+    cfg = VoxelFitConfig(iterations=60, init_resolution=8, subdivide_at=[30], prune_weight=0.005, depth_l1=1.0,
+                         lr_density=0.3, image_scales=[2, 1])
+    grid, st = fit_voxels(IMAGES, CAMS, torch.full((3,), -0.7), torch.full((3,), 0.7), cfg, prior=DEPTH,
+                          valid=ALPHA > 0)
+    assert st["loss_last"] < 0.5 * st["loss_first"], st
+    cover, err = _depth_error(grid)
+    assert cover > 0.9 and err < 0.15, (cover, err)

@@ -105,6 +105,8 @@ class TrainVoxelsParams(StageParams):
                       "subdivide_at, prune_weight, depth_l1, ...)")
     box_scale: float = Field(0.5, gt=0, le=5, description="half-edge of the starting box around the point the "
                              "photos look at, in units of the median camera distance to it")
+    threads: Optional[int] = Field(None, ge=1, description="CPU threads (default: all when the machine is idle, "
+                                   "else the faster of all and one, as the splat trainer)")
 
     @field_validator("fit")
     @classmethod
@@ -143,9 +145,11 @@ class TrainVoxels(Stage):
         center = look_at_point(tv.cameras)
         half = params.box_scale * float((tv.cameras.centers - center).norm(dim=-1).median())
         t0 = time.perf_counter()
-        grid, stats = fit_voxels(tv.images, tv.cameras, center - half, center + half, cfg, prior, valid,
-                                 seed=ctx.seed,
-                                 progress=lambda it, total, desc: ctx.progress(it, total=total, desc=desc))
+        with cpu_threads(ctx.device, params.threads) as th:
+            grid, stats = fit_voxels(tv.images, tv.cameras, center - half, center + half, cfg, prior, valid,
+                                     seed=ctx.seed,
+                                     progress=lambda it, total, desc: ctx.progress(it, total=total, desc=desc))
+        stats["threads"] = th.chosen
         with atomic_path(ctx.output_file("voxels", ".pt")) as tmp:
             torch.save(dict(zip(("centers", "sizes", "densities", "sh"), grid)), tmp)
         return {**{k: (round(v, 5) if isinstance(v, float) else v) for k, v in stats.items()},
@@ -161,6 +165,7 @@ def _read_voxels(path):
 
 class RenderVoxelParams(StageParams):
     samples: int = Field(3, ge=1, le=32, description="samples per ray segment")
+    threads: Optional[int] = Field(None, ge=1, description="CPU threads (default: as train_voxels)")
 
 
 @register_stage
@@ -182,7 +187,8 @@ class RenderVoxelViews(Stage):
         grid = _read_voxels(ctx.input("voxels"))
         cams, splits, _ = read_cameras_json(ctx.input("cameras"))
         t0 = time.perf_counter()
-        rgb, depth, alpha = render_voxels(grid, cams, samples=params.samples)
+        with cpu_threads(ctx.device, params.threads):
+            rgb, depth, alpha = render_voxels(grid, cams, samples=params.samples)
         rdir, ddir = ctx.output_dir("renders"), ctx.output_dir("depth")
         for i, n in enumerate(cams.names):
             sub = "test" if splits[i] == "test" else "train"
@@ -209,5 +215,6 @@ class ExtractVoxelMesh(Stage):
             return {"enabled": False}
         t0 = time.perf_counter()
         grid = _read_voxels(ctx.input("voxels"))
-        stats = _mesh_and_save(ctx, params, out, lambda c: render_voxels(grid, c))
+        with cpu_threads(ctx.device, params.threads):
+            stats = _mesh_and_save(ctx, params, out, lambda c: render_voxels(grid, c))
         return {**stats, "seconds": round(time.perf_counter() - t0, 2)}

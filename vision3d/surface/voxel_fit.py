@@ -2,8 +2,8 @@
 ``sparse_voxel_surface`` method; docs/ARCHITECTURE.md, methods call the backend).
 
 Coarse to fine as SVRaster: a dense grid over the object's box, Adam on corner densities and
-SH colour through :func:`vision3d.backend.svraster.render_camera`, then at the listed
-iterations prune voxels whose largest blend weight over the training views is below
+SH colour through :func:`vision3d.backend.svraster.render_view` (the C++ CPU renderer on
+CPU), images downscaled per stage (``image_scales``), then at the listed iterations prune voxels whose largest blend weight over the training views is below
 ``prune_weight`` and subdivide the rest. Optional depth-prior L1 (metric depth of the
 training views, e.g. the pipeline's depth_prior stage) on pixels where the prior is valid.
 Units: world units; depth is camera z.
@@ -12,9 +12,9 @@ Units: world units; depth is camera z.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from vision3d.backend.svraster import render_camera
+from vision3d.backend.svraster import render_view
 from vision3d.backend.svraster.octree import Grid, dense_grid, prune, subdivide
 from vision3d.core.cameras import Cameras
 
@@ -30,9 +30,45 @@ class VoxelFitConfig(BaseModel):
     lr_sh: float = Field(0.05, gt=0)
     depth_l1: float = Field(0.0, ge=0.0, description="weight of the depth-prior L1 (0: off)")
     init_density: float = Field(-1.0, description="raw density of new voxels (exp_linear_11(-1) ~ 0.16)")
+    min_transmittance: float = Field(1e-4, ge=0.0, lt=1.0, description="stop a ray once its transmittance is "
+                                     "below this (C++ renderer; 0: composite every sample)")
+    image_scales: list[int] = Field([1], description="image downscale factor per coarse-to-fine stage (stage k: "
+                                    "before the k-th subdivision; the last entry repeats): e.g. [4, 2, 1] renders "
+                                    "the 16^3 start at 1/4 resolution, as SVRaster's coarse phase")
+    backend: str = Field("auto", pattern="^(auto|cpp|torch)$", description="voxel renderer: auto (C++ on CPU, "
+                         "torch reference elsewhere), cpp or torch")
+
+    @field_validator("image_scales")
+    @classmethod
+    def _scales_valid(cls, v: list[int]) -> list[int]:
+        if not v or any(x < 1 for x in v):
+            raise ValueError("image_scales: expected a non-empty list of integers >= 1")
+        return v
 
 
-def render_voxels(grid: Grid, cameras: Cameras, background=(1.0, 1.0, 1.0), samples: int = 3
+def _downscale(images: torch.Tensor, cameras: Cameras, prior, valid, f: int):
+    """Images [C, H, W, 3] (box-filtered), K (pixel units divided by ``f``: low-res pixel centres land on
+    the centres of the full-res blocks), prior [C, H, W] (mean of the block, valid only where the whole
+    block is) at 1/``f``; sizes floor(w / f) x floor(h / f)."""
+    if f == 1:
+        return images, cameras.K, prior, valid, [cameras.size(i) for i in range(len(cameras))]
+    C, H, W = images.shape[:3]
+    Hf, Wf = H // f, W // f
+    pool = torch.nn.functional.avg_pool2d
+    img = pool(images[:, :Hf * f, :Wf * f].permute(0, 3, 1, 2), f).permute(0, 2, 3, 1).contiguous()
+    K = cameras.K.clone()
+    K[:, :2] /= f
+    p = v = None
+    if prior is not None:
+        vf = valid[:, :Hf * f, :Wf * f].float()[:, None]
+        v = pool(vf, f)[:, 0] > 0.999
+        p = pool(prior[:, None, :Hf * f, :Wf * f] * vf, f)[:, 0]
+    sizes = [(w // f, h // f) for w, h in (cameras.size(i) for i in range(len(cameras)))]
+    return img, K, p, v, sizes
+
+
+def render_voxels(grid: Grid, cameras: Cameras, background=(1.0, 1.0, 1.0), samples: int = 3,
+                  min_transmittance: float = 1e-4, backend: str = "auto"
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Render every camera without gradients: rgb [C, H, W, 3], depth [C, H, W] (camera z, 0 where
     alpha ~ 0), alpha [C, H, W] on canvases (view i's picture is ``[i, :h_i, :w_i]``), CPU float32."""
@@ -44,7 +80,8 @@ def render_voxels(grid: Grid, cameras: Cameras, background=(1.0, 1.0, 1.0), samp
     with torch.no_grad():
         for i in range(len(cameras)):
             w, h = cameras.size(i)
-            r = render_camera(cameras.world_to_cam[i].to(d), cameras.K[i].to(d), w, h, c, s, d, sh, samples, bg)
+            r = render_view(cameras.world_to_cam[i].to(d), cameras.K[i].to(d), w, h, c, s, d, sh, samples, bg,
+                            min_transmittance=min_transmittance, backend=backend)
             a = r.alpha[..., 0].float().cpu()
             rgbs[i, :h, :w] = r.rgb.clamp(0, 1).float().cpu()
             depths[i, :h, :w] = torch.where(a > 1e-3, r.depth[..., 0].float().cpu(), torch.zeros_like(a))
@@ -77,17 +114,24 @@ def fit_voxels(images: torch.Tensor, cameras: Cameras, lo: torch.Tensor, hi: tor
         return torch.optim.Adam([{"params": [d], "lr": cfg.lr_density}, {"params": [sh], "lr": cfg.lr_sh}])
 
     opt = make_opt(d, sh)
+    stage = 0
+
+    def at_scale(stage: int):
+        return _downscale(images, cameras, prior, valid, cfg.image_scales[min(stage, len(cfg.image_scales) - 1)])
+
+    img_s, K_s, prior_s, valid_s, sizes_s = at_scale(stage)
     steps = range(cfg.iterations)
     for it in (progress(steps, cfg.iterations, "voxels") if progress is not None else steps):
         i = int(torch.randint(len(cameras), (1,), generator=g))
-        w, h = cameras.size(i)
-        r = render_camera(cameras.world_to_cam[i].float(), cameras.K[i].float(), w, h, c, s, d, sh, cfg.samples, bg)
-        loss = (r.rgb - images[i, :h, :w]).abs().mean()
+        w, h = sizes_s[i]
+        r = render_view(cameras.world_to_cam[i].float(), K_s[i].float(), w, h, c, s, d, sh, cfg.samples, bg,
+                        min_transmittance=cfg.min_transmittance, backend=cfg.backend)
+        loss = (r.rgb - img_s[i, :h, :w]).abs().mean()
         losses.append(float(loss.detach()))
-        if cfg.depth_l1 > 0 and prior is not None:
-            m = valid[i, :h, :w] & (r.alpha[..., 0] > 0.5)
+        if cfg.depth_l1 > 0 and prior_s is not None:
+            m = valid_s[i, :h, :w] & (r.alpha[..., 0] > 0.5)
             if bool(m.any()):
-                loss = loss + cfg.depth_l1 * (r.depth[..., 0][m] - prior[i, :h, :w][m]).abs().mean()
+                loss = loss + cfg.depth_l1 * (r.depth[..., 0][m] - prior_s[i, :h, :w][m]).abs().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -100,6 +144,8 @@ def fit_voxels(images: torch.Tensor, cameras: Cameras, lo: torch.Tensor, hi: tor
             d, sh = d.clone(), sh.clone()
             opt = make_opt(d, sh)
             max_w = torch.zeros(len(c))
+            stage += 1
+            img_s, K_s, prior_s, valid_s, sizes_s = at_scale(stage)
     k = max(1, len(losses) // 10)
     grid = (c, s, d.detach(), sh.detach())
     return grid, {"loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k, "n_voxels": len(c)}
