@@ -26,3 +26,13 @@ def test_missing_config_one_line(tmp_path, capsys):
                  "--config", str(tmp_path / "nope.yaml")])
     err = capsys.readouterr().err
     assert code == 2 and "nope.yaml" in err and len(err.strip().splitlines()) == 1
+
+
+def test_seeds_vary_the_readout_only(tmp_path):
+    """Every seed of a scene reads out the same scaffold: the seeds go to the readout stage, not the job."""
+    specs = probe_jobs("iuvrgb", "G", [DUCK], "3,4", tmp_path)
+    assert [s.varied["stages.readout.seed"] for s in specs] == [3, 4]
+    assert not any(o.startswith("seed=") for s in specs for o in s.overrides)
+    jobs = [load_job(s.config, s.overrides) for s in specs]
+    assert {j.job.seed for j in jobs} == {0}
+    assert [{st.id: st.params for st in j.stages}["readout"].seed for j in jobs] == [3, 4]

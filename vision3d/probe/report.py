@@ -41,7 +41,7 @@ def _rows(out: Path) -> tuple[list[dict], list[dict]]:
         var = j.get("varied", {})
         ev = (j.get("metrics") or {}).get("evaluate") or {}
         row = {"backbone": str(var.get("stages.readout.backbone", "?")), "mode": str(var.get("stages.readout.mode", "?")),
-               "seed": int(var.get("seed", 0)), "scene": str(var.get("data", "scene")), "run_dir": j.get("run_dir"),
+               "seed": int(var.get("stages.readout.seed", var.get("seed", 0))), "scene": str(var.get("data", "scene")), "run_dir": j.get("run_dir"),
                **{m: ev.get(m) for m in METRICS}}
         if j.get("status") == "done" and all(isinstance(row[m], (int, float)) for m in ("psnr", "ssim")):
             rows.append(row)

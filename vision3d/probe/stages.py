@@ -29,6 +29,9 @@ class ReadoutParams(ReadoutConfig, StageParams):
     cache_dir: Optional[str] = Field(None, description="feature-map cache folder (default "
                                      "$VISION3D_CACHE/probe_features or ~/.cache/vision3d/probe_features)")
     threads: Optional[int] = Field(None, ge=1, description="CPU threads (default: as the render stage chooses)")
+    seed: Optional[int] = Field(None, description="seed of the readout alone (head init, view order); default the "
+                                "job's seed. vision3d probe varies this one, so every seed of a scene reads out the "
+                                "same scaffold (cameras, depth prior), as Feat2GS reads out one DUSt3R pointmap")
 
 
 @register_stage
@@ -65,10 +68,11 @@ class Feat2GSReadout(Stage):
                      f"({feats.n_cached}/{len(tv.names)} views from the cache, {t_feat:.1f} s); "
                      f"{len(base.points)} Gaussians, mode {params.mode}")
         bar = iter(ctx.progress(range(params.iterations), total=params.iterations, desc="readout"))
-        res = train_readout(base, feats.features, tv.cameras, tv.images, params, seed=ctx.seed,
+        seed = ctx.seed if params.seed is None else params.seed
+        res = train_readout(base, feats.features, tv.cameras, tv.images, params, seed=seed,
                             progress=lambda it, total: next(bar, None))
         write_splat_ply(ctx.output_file("splat", ".ply"), res.gaussians)
-        stats = {"backbone": params.backbone, **res.stats, "feature_seconds": t_feat, "raw_dim": feats.raw_dim,
+        stats = {"backbone": params.backbone, "seed": seed, **res.stats, "feature_seconds": t_feat, "raw_dim": feats.raw_dim,
                  "n_cached_views": feats.n_cached}
         atomic_write_json(ctx.output_dir("readout") / "readout.json", stats)
         return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in stats.items()}

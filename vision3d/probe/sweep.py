@@ -18,6 +18,9 @@ from vision3d.pipeline.jobs import JobSpec, expand_jobs
 
 BACKBONE_KEY = "stages.readout.backbone"
 MODE_KEY = "stages.readout.mode"
+# the seeds vary the readout only: the scaffold (cameras, depth prior) stays the job seed's, the same
+# for every seed of a scene, so the spread over seeds is the readout's own
+SEED_KEY = "stages.readout.seed"
 MODES = ("G", "T", "A")
 
 
@@ -51,7 +54,8 @@ def probe_jobs(backbones: str, modes: str, data: list[str], seeds: str, out: Pat
         backbones: comma-separated extractor specs (``iuvrgb,vgg16,timm:<arch>@<ckpt>``).
         modes: comma-separated subset of G, T, A.
         data: dataset globs (``vision3d run --data``).
-        seeds: comma-separated integers.
+        seeds: comma-separated integers: readout seeds (:data:`SEED_KEY`; the job seed, which the
+            cameras and depth-prior stages use, stays the config's).
         out: the sweep folder (one run directory per job, ``summary.json``, the report).
         sets: ``--set`` overrides for every job; config: the job config (default :func:`probe_config`).
     Raises:
@@ -73,7 +77,7 @@ def probe_jobs(backbones: str, modes: str, data: list[str], seeds: str, out: Pat
     if not all(s.lstrip("-").isdigit() for s in sd):
         raise UserError(f"vision3d probe --seeds: {seeds!r} must be comma-separated integers")
     sweeps = [f"{BACKBONE_KEY}={','.join(json.dumps(b) for b in bb)}", f"{MODE_KEY}={','.join(md)}",
-              f"seed={','.join(sd)}"]
+              f"{SEED_KEY}={','.join(sd)}"]
     if config is not None and not Path(config).is_file():
         raise UserError(f"vision3d probe --config: {config} is not a file; give a job config such as "
                         f"{probe_config()}")
