@@ -119,3 +119,24 @@ def test_empty_grid_renders_background():
     bg = torch.tensor([0.1, 0.2, 0.3])
     r = render_view(w2c, K, 40, 32, z, torch.zeros(0), torch.zeros(0, 8), torch.zeros(0, 1, 3), 3, bg)
     assert r.n_segments == 0 and torch.allclose(r.rgb, bg.expand(32, 40, 3)) and float(r.alpha.abs().max()) == 0
+
+
+def test_front_output_matches_reference():
+    """``front``: the blend weight in front of a per-pixel depth limit, and its gradients."""
+    dt = torch.float64
+    c, s, d, sh = _scene(dt)
+    w2c, K = _camera(dt)
+    lim = torch.rand(32, 40, generator=torch.Generator().manual_seed(3), dtype=dt) * 1.5 + 1.5
+    lim[0] = float("inf")  # no limit on the first row: front = alpha there
+    outs = []
+    for be in ("torch", "cpp"):
+        dd, ss = d.clone().requires_grad_(True), sh.clone().requires_grad_(True)
+        r = render_view(w2c, K, 40, 32, c, s, dd, ss, 3, None, front_limit=lim, backend=be)
+        (3 * r.front.sum() + r.rgb.sum()).backward()
+        outs.append((r, dd.grad, ss.grad))
+    (ref, gd_ref, gs_ref), (cpp, gd, gs) = outs
+    assert 0.2 < float(ref.front.detach().max()) <= 1 and torch.allclose(cpp.front, ref.front, atol=1e-10, rtol=0)
+    assert torch.allclose(cpp.front[0], cpp.alpha[0], atol=1e-12)
+    assert bool((cpp.front <= cpp.alpha + 1e-12).all())
+    assert torch.allclose(gd, gd_ref, atol=1e-10, rtol=0) and torch.allclose(gs, gs_ref, atol=1e-10, rtol=0)
+    assert render_view(w2c, K, 40, 32, c, s, d, sh, 3).front is None

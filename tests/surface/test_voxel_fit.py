@@ -74,3 +74,32 @@ def test_fit_with_coarse_image_scales():
     assert st["loss_last"] < 0.5 * st["loss_first"], st
     cover, err = _depth_error(grid)
     assert cover > 0.9 and err < 0.15, (cover, err)
+
+
+def _front_opacity(grid):
+    """Mean opacity in front of 0.95 x the true depth over the sphere's pixels (fog before the surface)."""
+    from vision3d.backend.svraster import render_view
+
+    c, s, d, sh = grid
+    out = []
+    for i in range(len(CAMS)):
+        m = ALPHA[i] > 0
+        lim = torch.where(m, DEPTH[i] * 0.95, torch.full_like(DEPTH[i], float("inf")))
+        r = render_view(CAMS.world_to_cam[i].float(), CAMS.K[i].float(), 16, 16, c, s, d, sh, 3, front_limit=lim)
+        out.append(r.front[..., 0][m])
+    return float(torch.cat(out).mean())
+
+
+def test_free_space_changes_the_result():
+    """The free-space loss (opacity in front of the prior's surface, missing opacity behind it) changes the
+    fit: measured coverage 0.73 -> 1.0, median depth error 0.27 -> 0.08, fog in front stays ~0.01-0.02."""
+    base = VoxelFitConfig(iterations=60, init_resolution=8, subdivide_at=[30], prune_weight=0.005, lr_density=0.3)
+    runs = {}
+    for w in (0.0, 1.0):
+        grid, _ = fit_voxels(IMAGES, CAMS, torch.full((3,), -0.7), torch.full((3,), 0.7),
+                             base.model_copy(update={"free_space": w}), prior=DEPTH, valid=ALPHA > 0)
+        runs[w] = (_front_opacity(grid), *_depth_error(grid))
+    (_, cover0, err0), (front1, cover1, err1) = runs[0.0], runs[1.0]
+    assert cover1 > 0.95 and cover1 > cover0 + 0.1, runs
+    assert err1 < 0.5 * err0 and err1 < 0.12, runs
+    assert front1 < 0.05, runs

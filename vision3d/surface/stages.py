@@ -138,9 +138,10 @@ class TrainVoxels(Stage):
         cfg = VoxelFitConfig(**params.fit)
         tv = load_training_views(ctx.input("views"), ctx.input("cameras"))
         prior = valid = None
-        if cfg.depth_l1 > 0:
+        if cfg.depth_l1 > 0 or cfg.free_space > 0:
             if not ctx.has_input("depth_prior"):
-                raise UserError("stages.train.fit.depth_l1 needs the depth_prior stage in the pipeline")
+                raise UserError("stages.train.fit.depth_l1 and free_space need the depth_prior stage in the pipeline; "
+                                "add it or set them to 0")
             prior, valid = load_depth_prior(ctx.input("depth_prior"), tv.names)
         center = look_at_point(tv.cameras)
         half = params.box_scale * float((tv.cameras.centers - center).norm(dim=-1).median())

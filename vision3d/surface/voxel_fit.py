@@ -1,11 +1,14 @@
-"""Fit a sparse-voxel radiance field to posed photos (the core of the planned
+"""Fit a sparse-voxel radiance field to posed photos (the core of the
 ``sparse_voxel_surface`` method; docs/ARCHITECTURE.md, methods call the backend).
 
 Coarse to fine as SVRaster: a dense grid over the object's box, Adam on corner densities and
 SH colour through :func:`vision3d.backend.svraster.render_view` (the C++ CPU renderer on
-CPU), images downscaled per stage (``image_scales``), then at the listed iterations prune voxels whose largest blend weight over the training views is below
-``prune_weight`` and subdivide the rest. Optional depth-prior L1 (metric depth of the
-training views, e.g. the pipeline's depth_prior stage) on pixels where the prior is valid.
+CPU), images downscaled per stage (``image_scales``), then at the listed iterations prune
+voxels whose largest blend weight over the training views is below ``prune_weight`` and
+subdivide the rest. Optional depth-prior L1 (metric depth of the
+training views, e.g. the pipeline's depth_prior stage) on pixels where the prior is valid, and
+an optional free-space loss there (``free_space``: no opacity in front of the prior's surface,
+full opacity behind it; the renderer's ``front`` output).
 Units: world units; depth is camera z.
 """
 
@@ -29,6 +32,10 @@ class VoxelFitConfig(BaseModel):
     lr_density: float = Field(0.2, gt=0)
     lr_sh: float = Field(0.05, gt=0)
     depth_l1: float = Field(0.0, ge=0.0, description="weight of the depth-prior L1 (0: off)")
+    free_space: float = Field(0.0, ge=0.0, description="weight of the free-space loss on pixels with a depth "
+                              "prior (0: off): the opacity in front of (1 - free_space_margin) x the prior depth "
+                              "plus the opacity missing behind it (1 - alpha); clears the fog 4 views leave")
+    free_space_margin: float = Field(0.05, gt=0.0, lt=1.0, description="relative depth slack of free_space")
     init_density: float = Field(-1.0, description="raw density of new voxels (exp_linear_11(-1) ~ 0.16)")
     min_transmittance: float = Field(1e-4, ge=0.0, lt=1.0, description="stop a ray once its transmittance is "
                                      "below this (C++ renderer; 0: composite every sample)")
@@ -124,14 +131,22 @@ def fit_voxels(images: torch.Tensor, cameras: Cameras, lo: torch.Tensor, hi: tor
     for it in (progress(steps, cfg.iterations, "voxels") if progress is not None else steps):
         i = int(torch.randint(len(cameras), (1,), generator=g))
         w, h = sizes_s[i]
+        lim = None
+        if cfg.free_space > 0 and prior_s is not None:
+            lim = torch.where(valid_s[i, :h, :w], prior_s[i, :h, :w] * (1 - cfg.free_space_margin),
+                              torch.full((h, w), float("inf")))
         r = render_view(cameras.world_to_cam[i].float(), K_s[i].float(), w, h, c, s, d, sh, cfg.samples, bg,
-                        min_transmittance=cfg.min_transmittance, backend=cfg.backend)
+                        min_transmittance=cfg.min_transmittance, front_limit=lim, backend=cfg.backend)
         loss = (r.rgb - img_s[i, :h, :w]).abs().mean()
         losses.append(float(loss.detach()))
         if cfg.depth_l1 > 0 and prior_s is not None:
             m = valid_s[i, :h, :w] & (r.alpha[..., 0] > 0.5)
             if bool(m.any()):
                 loss = loss + cfg.depth_l1 * (r.depth[..., 0][m] - prior_s[i, :h, :w][m]).abs().mean()
+        if lim is not None:
+            m = valid_s[i, :h, :w]
+            if bool(m.any()):
+                loss = loss + cfg.free_space * (r.front[..., 0][m] + 1 - r.alpha[..., 0][m]).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -73,6 +73,8 @@ class VoxelRender:
         n_segments: number of (ray, voxel) segments composited.
         voxel_weight: [N] largest blend weight any sample of each voxel got (no gradient): what
             pruning reads.
+        front: [..., 1] blend weight of the samples with ``t`` below the ray's ``limit`` (the opacity
+            in front of a given depth), or None when no limit was given.
     """
 
     rgb: Tensor
@@ -81,6 +83,7 @@ class VoxelRender:
     normal: Tensor
     n_segments: int
     voxel_weight: Tensor | None = None
+    front: Tensor | None = None
 
 
 def ray_box_segments(origins: Tensor, dirs: Tensor, centers: Tensor, sizes: Tensor, near: float = 0.0,
@@ -118,7 +121,7 @@ def ray_box_segments(origins: Tensor, dirs: Tensor, centers: Tensor, sizes: Tens
 
 def render_rays(origins: Tensor, dirs: Tensor, centers: Tensor, sizes: Tensor, densities: Tensor, sh: Tensor,
                 samples: int = 3, background: Tensor | None = None, near: float = 0.0,
-                pairs: tuple[Tensor, Tensor] | None = None) -> VoxelRender:
+                pairs: tuple[Tensor, Tensor] | None = None, limit: Tensor | None = None) -> VoxelRender:
     """Volume-render rays [R, 3] through sparse voxels (see the module docstring).
 
     Args:
@@ -128,6 +131,7 @@ def render_rays(origins: Tensor, dirs: Tensor, centers: Tensor, sizes: Tensor, d
         background: [3] colour behind (default black).
         near: ignore the ray before this ``t``.
         pairs: candidate (ray, voxel) pairs (e.g. from :func:`camera_pairs`); default all.
+        limit: [R] ``t`` per ray for the ``front`` output (weight of the samples nearer than it).
     Returns:
         :class:`VoxelRender` with leading shape [R].
     """
@@ -175,7 +179,8 @@ def render_rays(origins: Tensor, dirs: Tensor, centers: Tensor, sizes: Tensor, d
     depth = torch.where(acc > 1e-6, dsum / acc.clamp_min(1e-6), torch.zeros_like(acc))
     vw = torch.zeros(centers.shape[0], dtype=dt, device=origins.device).scatter_reduce(
         0, vox.repeat_interleave(samples), w.detach(), "amax")
-    return VoxelRender(rgb, depth, acc, composite(normal), S, vw)
+    front = None if limit is None else composite((ts.reshape(-1) < limit.to(dt)[sray]).to(dt)[:, None])
+    return VoxelRender(rgb, depth, acc, composite(normal), S, vw, front)
 
 
 def _sh_degree(n_bases: int) -> int:
@@ -227,11 +232,14 @@ def camera_pairs(world_to_cam: Tensor, K: Tensor, width: int, height: int, cente
 
 def render_camera(world_to_cam: Tensor, K: Tensor, width: int, height: int, centers: Tensor, sizes: Tensor,
                   densities: Tensor, sh: Tensor, samples: int = 3, background: Tensor | None = None,
-                  near: float = 1e-3) -> VoxelRender:
-    """Render one camera (OpenCV convention): outputs [H, W, ...]; depth is camera z (world units)."""
+                  near: float = 1e-3, front_limit: Tensor | None = None) -> VoxelRender:
+    """Render one camera (OpenCV convention): outputs [H, W, ...]; depth is camera z (world units);
+    ``front_limit`` [H, W] (camera z) gives the ``front`` output."""
     o, d = camera_rays(world_to_cam, K, width, height)
     pairs = camera_pairs(world_to_cam, K, width, height, centers, sizes, near)
-    r = render_rays(o, d, centers, sizes, densities, sh, samples, background, near, pairs)
+    lim = None if front_limit is None else front_limit.reshape(-1)
+    r = render_rays(o, d, centers, sizes, densities, sh, samples, background, near, pairs, lim)
     H, W = height, width
     return VoxelRender(r.rgb.reshape(H, W, 3), r.depth.reshape(H, W, 1), r.alpha.reshape(H, W, 1),
-                       r.normal.reshape(H, W, 3), r.n_segments, r.voxel_weight)
+                       r.normal.reshape(H, W, 3), r.n_segments, r.voxel_weight,
+                       None if r.front is None else r.front.reshape(H, W, 1))

@@ -53,19 +53,19 @@ class _RenderCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, densities, sh, camera, width, height, centers, sizes, background, offsets, ids, samples, near,
-                min_t):
+                min_t, limit):
         ops = cpp_ops()
-        rgb, depth, alpha, normal, vw, nseg = ops.render_fwd(
-            camera, width, height, centers, sizes, densities, sh, background, offsets, ids, samples, near, min_t)
-        ctx.save_for_backward(densities, sh, camera, centers, sizes, background, offsets, ids, alpha, depth)
+        rgb, depth, alpha, normal, front, vw, nseg = ops.render_fwd(
+            camera, width, height, centers, sizes, densities, sh, background, offsets, ids, samples, near, min_t, limit)
+        ctx.save_for_backward(densities, sh, camera, centers, sizes, background, offsets, ids, alpha, depth, limit)
         ctx.cfg = (width, height, samples, near, min_t)
         n = torch.tensor(nseg)
         ctx.mark_non_differentiable(vw, n)
-        return rgb, depth, alpha, normal, vw, n
+        return rgb, depth, alpha, normal, front, vw, n
 
     @staticmethod
-    def backward(ctx, g_rgb, g_depth, g_alpha, g_normal, _g_vw, _g_n):
-        densities, sh, camera, centers, sizes, background, offsets, ids, alpha, depth = ctx.saved_tensors
+    def backward(ctx, g_rgb, g_depth, g_alpha, g_normal, g_front, _g_vw, _g_n):
+        densities, sh, camera, centers, sizes, background, offsets, ids, alpha, depth, limit = ctx.saved_tensors
         width, height, samples, near, min_t = ctx.cfg
 
         def g(x, like):
@@ -73,14 +73,14 @@ class _RenderCPU(torch.autograd.Function):
 
         g_d, g_sh = cpp_ops().render_bwd(
             camera, width, height, centers, sizes, densities, sh, background, offsets, ids, samples, near, min_t,
-            alpha, depth, g(g_rgb, normal_like := torch.empty(alpha.shape[0], 3, dtype=alpha.dtype)),
-            g(g_depth, alpha), g(g_alpha, alpha), g(g_normal, normal_like))
+            limit, alpha, depth, g(g_rgb, normal_like := torch.empty(alpha.shape[0], 3, dtype=alpha.dtype)),
+            g(g_depth, alpha), g(g_alpha, alpha), g(g_normal, normal_like), g(g_front, alpha))
         return (g_d if ctx.needs_input_grad[0] else None, g_sh if ctx.needs_input_grad[1] else None,
-                None, None, None, None, None, None, None, None, None, None, None)
+                None, None, None, None, None, None, None, None, None, None, None, None)
 
 
 def _check(world_to_cam, K, width, height, centers, sizes, densities, sh, samples, background, min_transmittance,
-           backend) -> None:
+           front_limit, backend) -> None:
     if backend not in BACKENDS:
         raise UserError(f"svraster backend: expected one of {BACKENDS}, got {backend!r}")
     N = centers.shape[0] if centers.dim() == 2 else -1
@@ -100,13 +100,16 @@ def _check(world_to_cam, K, width, height, centers, sizes, densities, sh, sample
         raise UserError(f"svraster samples: expected a positive int, got {samples!r}")
     if background is not None and background.numel() != 3:
         raise UserError(f"svraster background: expected [3], got {list(background.shape)}")
+    if front_limit is not None and front_limit.shape != (height, width):
+        raise UserError(f"svraster front_limit: expected [H, W] = [{height}, {width}], got {list(front_limit.shape)}")
     if not 0.0 <= float(min_transmittance) < 1.0:
         raise UserError(f"svraster min_transmittance: expected a value in [0, 1), got {min_transmittance!r}")
 
 
 def render_view(world_to_cam: Tensor, K: Tensor, width: int, height: int, centers: Tensor, sizes: Tensor,
                 densities: Tensor, sh: Tensor, samples: int = 3, background: Tensor | None = None,
-                near: float = 1e-3, *, min_transmittance: float = 0.0, backend: str = "auto") -> VoxelRender:
+                near: float = 1e-3, *, min_transmittance: float = 0.0, front_limit: Tensor | None = None,
+                backend: str = "auto") -> VoxelRender:
     """Render one OpenCV camera through sparse voxels (rules: :mod:`.reference`).
 
     Args:
@@ -118,16 +121,19 @@ def render_view(world_to_cam: Tensor, K: Tensor, width: int, height: int, center
         near: ignore the ray before this camera z.
         min_transmittance: stop a ray once its transmittance falls below this (C++ path only; 0 =
             never, the reference's rule). A speed knob: 1e-4 changes renders by at most ~1e-4.
+        front_limit: [H, W] camera z per pixel (``inf``: no limit): also return ``front``, the blend
+            weight of the samples nearer than it (the opacity in front of a known surface), differentiable.
         backend: ``"auto"`` (C++ on CPU tensors with a torch fallback, torch on CUDA), ``"cpp"``
             or ``"torch"`` (the reference; any device).
     Returns:
         :class:`.reference.VoxelRender` with rgb [H, W, 3], depth [H, W, 1] (camera z), alpha
-        [H, W, 1], normal [H, W, 3], voxel_weight [N]; the dtype of ``densities``.
+        [H, W, 1], normal [H, W, 3], voxel_weight [N], front [H, W, 1] (None without ``front_limit``);
+        the dtype of ``densities``.
     Raises:
         UserError: bad shapes or options; ``backend="cpp"`` with CUDA tensors.
     """
     _check(world_to_cam, K, width, height, centers, sizes, densities, sh, samples, background, min_transmittance,
-           backend)
+           front_limit, backend)
     if backend == "auto":
         backend = "cpp" if densities.device.type == "cpu" and cpp_ops() is not None else "torch"
     elif backend == "cpp":
@@ -136,7 +142,8 @@ def render_view(world_to_cam: Tensor, K: Tensor, width: int, height: int, center
         if cpp_ops() is None:
             backend = "torch"  # cpp_ops() already warned once
     if backend == "torch":
-        return render_camera(world_to_cam, K, width, height, centers, sizes, densities, sh, samples, background, near)
+        return render_camera(world_to_cam, K, width, height, centers, sizes, densities, sh, samples, background, near,
+                             front_limit)
     _sh_degree(sh.shape[1])
     dt = densities.dtype
     w2c64, K64 = world_to_cam.detach().double(), K.detach().double()
@@ -145,9 +152,12 @@ def render_view(world_to_cam: Tensor, K: Tensor, width: int, height: int, center
     offsets, ids = cpp_ops().bin_voxels(w2c64.contiguous(), K64.contiguous(), width, height,
                                         centers.detach().contiguous(), sizes.detach().contiguous(), float(near))
     bg = torch.zeros(3, dtype=dt) if background is None else background.detach().to(dt).reshape(3).contiguous()
-    rgb, depth, alpha, normal, vw, nseg = _RenderCPU.apply(
+    lim = None if front_limit is None else front_limit.detach().to(dt).reshape(-1).contiguous()
+    rgb, depth, alpha, normal, front, vw, nseg = _RenderCPU.apply(
         densities.contiguous(), sh.contiguous(), camera, width, height, centers.detach().to(dt).contiguous(),
-        sizes.detach().to(dt).contiguous(), bg, offsets, ids, int(samples), float(near), float(min_transmittance))
+        sizes.detach().to(dt).contiguous(), bg, offsets, ids, int(samples), float(near), float(min_transmittance),
+        lim)
     H, W = height, width
     return VoxelRender(rgb.reshape(H, W, 3), depth.reshape(H, W, 1), alpha.reshape(H, W, 1),
-                       normal.reshape(H, W, 3), int(nseg), vw)
+                       normal.reshape(H, W, 3), int(nseg), vw,
+                       None if front_limit is None else front.reshape(H, W, 1))

@@ -12,7 +12,8 @@
 //     optical depth summed in double; colour from SH at the ray direction,
 //     max(SH + 0.5, 0); normal = -normalize(trilinear gradient);
 //   * outputs: rgb = sum w c + (1 - acc) bg, acc = sum w, depth = sum w t / acc (0 when
-//     acc <= 1e-6), normal = sum w n, and each voxel's largest blend weight;
+//     acc <= 1e-6), normal = sum w n, each voxel's largest blend weight, and optionally
+//     front = sum of w over samples with t < limit[pixel] (opacity in front of a given depth);
 //   * optional early stop once the transmittance drops below min_transmittance (0: never,
 //     the reference's behaviour).
 //
@@ -34,6 +35,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -130,6 +132,7 @@ template <typename T> struct Scene {
     int64_t N, B, K;
     T near;
     double min_T;
+    const T *limit;  // [R] per-pixel t limit of the "front" output, or nullptr
 };
 
 // Ray of pixel r through its centre (u + 0.5, v + 0.5); the direction has unit camera z, so t
@@ -240,7 +243,8 @@ template <typename T> inline void seg_color(const Scene<T> &S, int32_t v, const 
 // ----------------------------------------------------------------- forward
 
 template <typename T>
-void forward_impl(const Scene<T> &S, int64_t R, T *rgb, T *depth, T *alpha, T *normal, T *vw, int64_t *nseg) {
+void forward_impl(const Scene<T> &S, int64_t R, T *rgb, T *depth, T *alpha, T *normal, T *front, T *vw,
+                  int64_t *nseg) {
     const int nt = num_threads();
     std::vector<T> vw_t((size_t)nt * S.N, T(0));
     std::vector<int64_t> segs_t(nt, 0);
@@ -260,7 +264,8 @@ void forward_impl(const Scene<T> &S, int64_t R, T *rgb, T *depth, T *alpha, T *n
             sh_basis(d, S.B, basis);
             const T dnorm = std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
             double od = 0.0;  // optical depth so far
-            T acc = 0, ds = 0, col_acc[3] = {0, 0, 0}, n_acc[3] = {0, 0, 0};
+            T acc = 0, ds = 0, fr = 0, col_acc[3] = {0, 0, 0}, n_acc[3] = {0, 0, 0};
+            const T lim = S.limit ? S.limit[r] : T(0);
             bool stop = false;
             for (const Seg<T> &sg : segs) {
                 T col[3], craw[3];
@@ -275,6 +280,7 @@ void forward_impl(const Scene<T> &S, int64_t R, T *rgb, T *depth, T *alpha, T *n
                     od += (double)tau;
                     acc += w;
                     ds += w * t;
+                    if (t < lim) fr += w;
                     const T gn = std::max(std::sqrt(sm.grad[0] * sm.grad[0] + sm.grad[1] * sm.grad[1] + sm.grad[2] * sm.grad[2]), T(1e-12));
                     for (int ch = 0; ch < 3; ++ch) {
                         col_acc[ch] += w * col[ch];
@@ -290,6 +296,7 @@ void forward_impl(const Scene<T> &S, int64_t R, T *rgb, T *depth, T *alpha, T *n
                 normal[3 * r + ch] = n_acc[ch];
             }
             alpha[r] = acc;
+            front[r] = fr;
             depth[r] = acc > T(1e-6) ? ds / acc : T(0);
         }
     }
@@ -308,10 +315,12 @@ void forward_impl(const Scene<T> &S, int64_t R, T *rgb, T *depth, T *alpha, T *n
 template <typename T>
 Scene<T> make_scene(const at::Tensor &cam, int64_t W, const at::Tensor &c, const at::Tensor &s,
                     const at::Tensor &dens, const at::Tensor &sh, const at::Tensor &bg, const at::Tensor &off,
-                    const at::Tensor &ids, int64_t samples, double near, double min_T) {
+                    const at::Tensor &ids, int64_t samples, double near, double min_T,
+                    const std::optional<at::Tensor> &limit) {
     Scene<T> S{{0, 0, 0}, {0, 0, 0, 0, 0, 0, 0, 0, 0}, W, c.data_ptr<T>(), s.data_ptr<T>(), dens.data_ptr<T>(),
                sh.data_ptr<T>(), bg.data_ptr<T>(), off.data_ptr<int64_t>(), ids.data_ptr<int32_t>(),
-               dens.size(0), sh.size(1), samples, (T)near, min_T};
+               dens.size(0), sh.size(1), samples, (T)near, min_T,
+               limit.has_value() ? limit->data_ptr<T>() : nullptr};
     const double *cp = cam.data_ptr<double>();  // [3, 4]: M | origin
     for (int a = 0; a < 3; ++a) {
         S.org[a] = cp[4 * a + 3];
@@ -340,23 +349,33 @@ void check_inputs(const at::Tensor &cam, const at::Tensor &c, const at::Tensor &
     TORCH_CHECK(bg.numel() == 3, "background must be [3]");
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t>
+void check_limit(const std::optional<at::Tensor> &limit, const at::Tensor &dens, int64_t R) {
+    if (!limit.has_value()) return;
+    check_cpu_contig(*limit, "limit");
+    TORCH_CHECK(limit->scalar_type() == dens.scalar_type() && limit->numel() == R,
+                "limit must be [H * W] with the densities' dtype");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t>
 render_fwd(const at::Tensor &cam, int64_t W, int64_t H, const at::Tensor &c, const at::Tensor &s,
            const at::Tensor &dens, const at::Tensor &sh, const at::Tensor &bg, const at::Tensor &off,
-           const at::Tensor &ids, int64_t samples, double near, double min_T) {
+           const at::Tensor &ids, int64_t samples, double near, double min_T,
+           const std::optional<at::Tensor> &limit) {
     check_inputs(cam, c, s, dens, sh, bg);
+    check_limit(limit, dens, W * H);
     const int64_t R = W * H, N = dens.size(0);
     TORCH_CHECK(off.numel() == R + 1, "offsets must be [R + 1]");
     auto opt = dens.options();
     at::Tensor rgb = at::empty({R, 3}, opt), depth = at::empty({R, 1}, opt), alpha = at::empty({R, 1}, opt);
-    at::Tensor normal = at::empty({R, 3}, opt), vw = at::empty({N}, opt);
+    at::Tensor normal = at::empty({R, 3}, opt), front = at::empty({R, 1}, opt), vw = at::empty({N}, opt);
     int64_t nseg = 0;
     AT_DISPATCH_FLOATING_TYPES(dens.scalar_type(), "svraster_render_fwd", [&] {
-        Scene<scalar_t> S = make_scene<scalar_t>(cam, W, c, s, dens, sh, bg, off, ids, samples, near, min_T);
+        Scene<scalar_t> S = make_scene<scalar_t>(cam, W, c, s, dens, sh, bg, off, ids, samples, near, min_T, limit);
         forward_impl<scalar_t>(S, R, rgb.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(),
-                               normal.data_ptr<scalar_t>(), vw.data_ptr<scalar_t>(), &nseg);
+                               normal.data_ptr<scalar_t>(), front.data_ptr<scalar_t>(), vw.data_ptr<scalar_t>(),
+                               &nseg);
     });
-    return {rgb, depth, alpha, normal, vw, nseg};
+    return {rgb, depth, alpha, normal, front, vw, nseg};
 }
 
 // ---------------------------------------------------------------- backward
@@ -370,7 +389,8 @@ template <typename T> struct Rec {
 
 template <typename T>
 void backward_impl(const Scene<T> &S, int64_t R, const T *g_rgb, const T *g_depth, const T *g_alpha,
-                   const T *g_normal, const T *alpha_out, const T *depth_out, T *g_dens, T *g_sh) {
+                   const T *g_normal, const T *g_front, const T *alpha_out, const T *depth_out, T *g_dens,
+                   T *g_sh) {
     const int nt = num_threads();
     const int64_t nd = S.N * 8, ns = S.N * S.B * 3;
     std::vector<T> gd_t((size_t)nt * nd, T(0)), gs_t((size_t)nt * ns, T(0));
@@ -392,8 +412,9 @@ void backward_impl(const Scene<T> &S, int64_t R, const T *g_rgb, const T *g_dept
                 gD = g_depth[r] / acc;
                 gA -= g_depth[r] * depth_out[r] / acc;  // d(dsum/acc)/dacc = -depth / acc
             }
-            if (gc[0] == 0 && gc[1] == 0 && gc[2] == 0 && gA == 0 && gD == 0 && gnrm[0] == 0 && gnrm[1] == 0 &&
-                gnrm[2] == 0)
+            const T gF = S.limit ? g_front[r] : T(0), lim = S.limit ? S.limit[r] : T(0);
+            if (gc[0] == 0 && gc[1] == 0 && gc[2] == 0 && gA == 0 && gD == 0 && gF == 0 && gnrm[0] == 0 &&
+                gnrm[1] == 0 && gnrm[2] == 0)
                 continue;
             T o[3], d[3];
             pixel_ray(S, r, o, d);
@@ -421,6 +442,7 @@ void backward_impl(const Scene<T> &S, int64_t R, const T *g_rgb, const T *g_dept
                                                     rc.sm.grad[2] * rc.sm.grad[2]), T(1e-12));
                     rc.s_dot = gc[0] * col[0] + gc[1] * col[1] + gc[2] * col[2] + gA + gD * rc.t -
                                (gnrm[0] * rc.sm.grad[0] + gnrm[1] * rc.sm.grad[1] + gnrm[2] * rc.sm.grad[2]) / gn;
+                    if (rc.t < lim) rc.s_dot += gF;
                     for (int ch = 0; ch < 3; ++ch) rc.col_raw[ch] = craw[ch];
                     recs.push_back(rc);
                     if (S.min_T > 0.0 && std::exp(-od) < S.min_T) { stop = true; break; }
@@ -483,12 +505,13 @@ void backward_impl(const Scene<T> &S, int64_t R, const T *g_rgb, const T *g_dept
 std::tuple<at::Tensor, at::Tensor>
 render_bwd(const at::Tensor &cam, int64_t W, int64_t H, const at::Tensor &c, const at::Tensor &s,
            const at::Tensor &dens, const at::Tensor &sh, const at::Tensor &bg, const at::Tensor &off,
-           const at::Tensor &ids, int64_t samples, double near, double min_T, const at::Tensor &alpha,
-           const at::Tensor &depth, const at::Tensor &g_rgb, const at::Tensor &g_depth, const at::Tensor &g_alpha,
-           const at::Tensor &g_normal) {
+           const at::Tensor &ids, int64_t samples, double near, double min_T, const std::optional<at::Tensor> &limit,
+           const at::Tensor &alpha, const at::Tensor &depth, const at::Tensor &g_rgb, const at::Tensor &g_depth,
+           const at::Tensor &g_alpha, const at::Tensor &g_normal, const at::Tensor &g_front) {
     check_inputs(cam, c, s, dens, sh, bg);
+    check_limit(limit, dens, W * H);
     TORCH_CHECK(off.numel() == W * H + 1, "offsets must be [W * H + 1]");
-    const at::Tensor *ts[] = {&alpha, &depth, &g_rgb, &g_depth, &g_alpha, &g_normal};
+    const at::Tensor *ts[] = {&alpha, &depth, &g_rgb, &g_depth, &g_alpha, &g_normal, &g_front};
     for (auto *t : ts) {
         check_cpu_contig(*t, "render_bwd input");
         TORCH_CHECK(t->scalar_type() == dens.scalar_type(), "render_bwd: gradients must have the densities' dtype");
@@ -496,9 +519,9 @@ render_bwd(const at::Tensor &cam, int64_t W, int64_t H, const at::Tensor &c, con
     const int64_t R = W * H;
     at::Tensor gd = at::empty(dens.sizes(), dens.options()), gs = at::empty(sh.sizes(), sh.options());
     AT_DISPATCH_FLOATING_TYPES(dens.scalar_type(), "svraster_render_bwd", [&] {
-        Scene<scalar_t> S = make_scene<scalar_t>(cam, W, c, s, dens, sh, bg, off, ids, samples, near, min_T);
+        Scene<scalar_t> S = make_scene<scalar_t>(cam, W, c, s, dens, sh, bg, off, ids, samples, near, min_T, limit);
         backward_impl<scalar_t>(S, R, g_rgb.data_ptr<scalar_t>(), g_depth.data_ptr<scalar_t>(),
-                                g_alpha.data_ptr<scalar_t>(), g_normal.data_ptr<scalar_t>(),
+                                g_alpha.data_ptr<scalar_t>(), g_normal.data_ptr<scalar_t>(), g_front.data_ptr<scalar_t>(),
                                 alpha.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(), gd.data_ptr<scalar_t>(),
                                 gs.data_ptr<scalar_t>());
     });
@@ -512,12 +535,13 @@ TORCH_LIBRARY(vision3d_svraster_cpu, m) {
           "float near) -> (Tensor, Tensor)",
           &bin_voxels);
     m.def("render_fwd(Tensor camera, int width, int height, Tensor centers, Tensor sizes, Tensor densities, Tensor sh, "
-          "Tensor background, Tensor offsets, Tensor ids, int samples, float near, float min_transmittance) "
-          "-> (Tensor, Tensor, Tensor, Tensor, Tensor, int)",
+          "Tensor background, Tensor offsets, Tensor ids, int samples, float near, float min_transmittance, "
+          "Tensor? limit) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int)",
           &render_fwd);
     m.def("render_bwd(Tensor camera, int width, int height, Tensor centers, Tensor sizes, Tensor densities, Tensor sh, "
           "Tensor background, Tensor offsets, Tensor ids, int samples, float near, float min_transmittance, "
-          "Tensor alpha, Tensor depth, Tensor g_rgb, Tensor g_depth, Tensor g_alpha, Tensor g_normal) "
+          "Tensor? limit, Tensor alpha, Tensor depth, Tensor g_rgb, Tensor g_depth, Tensor g_alpha, Tensor g_normal, "
+          "Tensor g_front) "
           "-> (Tensor, Tensor)",
           &render_bwd);
 }
