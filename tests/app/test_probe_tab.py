@@ -16,6 +16,7 @@ def test_report_becomes_table_tau_and_pictures(tmp_path):
     assert v.rows[0] == ["iuvrgb", "G", "12.05 ± 0.05", "0.400 ± 0.000", "0.500 ± 0.000", 2]
     assert [r[:2] for r in v.rows] == [["iuvrgb", "G"], ["iuvrgb", "T"], ["vgg16", "G"], ["vgg16", "T"]]
     assert "vgg16 > iuvrgb" in v.tau and "**1.000**" in v.tau and "G (geometry)" in v.tau
+    assert "other rankings: LPIPS" not in v.tau  # LPIPS ties: no tau
     assert [c for _p, c in v.bars] == ["PSNR", "SSIM", "LPIPS"] and all(Path(p).is_file() for p, _c in v.bars)
     assert len(v.pictures) == 1 and v.pictures[0][1].startswith("vgg16: ground truth | G | T")
     assert "2 backbone(s) × 2 mode(s)" in v.message and "16 finished runs" in v.message

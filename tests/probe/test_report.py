@@ -37,6 +37,10 @@ def test_aggregate_mean_spread_and_kendall_tau():
     assert rev["results"]["a"]["G"]["psnr"]["std"] == pytest.approx(2.0)  # 20.5 vs 16.5
     md = markdown({**rev, "failed": []})
     assert "| a | G | 18.50 ± 2.00 |" in md and "Kendall tau between seeds -1.000" in md
+    # SSIM keeps its order over the seeds, LPIPS ties everywhere (no tau)
+    assert rev["kendall_tau"]["G"]["by_metric"] == {"psnr": pytest.approx(-1.0), "ssim": pytest.approx(1.0),
+                                                    "lpips": None}
+    assert "tau of the SSIM 1.000 rankings" in md
 
 
 def test_probe_jobs_checks_names():

@@ -135,7 +135,10 @@ def load_probe(folder: Path | None, root: Path | None = None) -> ProbeView:
             tau = f"Kendall τ between seeds **{t['mean']:.3f}** (min {t['min']:.3f})"
         else:
             tau = "Kendall τ: n/a (needs two seeds and two backbones)"
-        tau_lines.append(f"- {MODE_NAMES.get(m, m)}: PSNR ranking {rank}; {tau}")
+        others = [f"{k.upper()} {v:.3f}" for k, v in (t.get("by_metric") or {}).items()
+                  if k != "psnr" and isinstance(v, (int, float))]
+        tau_lines.append(f"- {MODE_NAMES.get(m, m)}: PSNR ranking {rank}; {tau}"
+                         + (f" (τ of the other rankings: {', '.join(others)})" if others else ""))
     seeds = rep.get("seeds") or []
     msg = (f"**{len(backbones)} backbone(s) × {len(modes)} mode(s)**, seeds {', '.join(map(str, seeds))}, "
            f"{rep.get('n_jobs', '?')} finished runs. Mean ± std over seeds of the per-seed mean over scenes.")

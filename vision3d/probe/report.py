@@ -6,7 +6,8 @@ and each job's ``evaluate`` metrics, and writes atomically:
 * ``report.json``: ``results[backbone][mode][metric]`` = ``{"mean", "std", "per_seed", "n_scenes"}``
   for ``psnr``, ``ssim``, ``lpips`` (per seed: the mean over scenes; mean/std over seeds),
   ``kendall_tau[mode]`` (PSNR ranking of the backbones, every pair of seeds: scipy's
-  ``kendalltau``; their mean, and the minimum), the jobs that failed;
+  ``kendalltau``; their mean, and the minimum; ``by_metric``: the mean tau of the SSIM and
+  LPIPS rankings too), the jobs that failed;
 * ``report.md``: the table and the taus;
 * ``bars_<metric>.png``: grouped bars per backbone and mode, whiskers = spread over seeds (PIL);
 * ``side_by_side_<backbone>.png``: ground truth and each mode's render of one held-out view.
@@ -74,19 +75,27 @@ def aggregate(rows: list[dict]) -> dict[str, Any]:
                           "std": float(np.std(vals)) if len(vals) > 1 else 0.0 if vals else None,
                           "per_seed": per_seed, "n_scenes": len({r["scene"] for r in sel})}
         res.setdefault(b, {})[m] = entry
-    taus: dict[str, Any] = {}
-    for m in modes:
-        bb = [b for b in backbones if m in res.get(b, {})]
+    def seed_pairs(bb: list[str], m: str, met: str) -> list[dict]:
         pairs = []
         for s0, s1 in itertools.combinations(seeds, 2):
-            x = [res[b][m]["psnr"]["per_seed"].get(str(s0)) for b in bb]
-            y = [res[b][m]["psnr"]["per_seed"].get(str(s1)) for b in bb]
+            x = [res[b][m][met]["per_seed"].get(str(s0)) for b in bb]
+            y = [res[b][m][met]["per_seed"].get(str(s1)) for b in bb]
             if len(bb) >= 2 and None not in x and None not in y:
                 t = kendalltau(x, y).statistic
                 pairs.append({"seeds": [s0, s1], "tau": None if t is None or math.isnan(t) else float(t)})
+        return pairs
+
+    taus: dict[str, Any] = {}
+    for m in modes:
+        bb = [b for b in backbones if m in res.get(b, {})]
+        pairs = seed_pairs(bb, m, "psnr")
         ok = [p["tau"] for p in pairs if p["tau"] is not None]
+        by_metric = {}
+        for met in METRICS:  # the same statistic on the SSIM and LPIPS rankings (PSNR's is "mean")
+            vals = [p["tau"] for p in seed_pairs(bb, m, met) if p["tau"] is not None]
+            by_metric[met] = float(np.mean(vals)) if vals else None
         taus[m] = {"mean": float(np.mean(ok)) if ok else None, "min": float(min(ok)) if ok else None, "pairs": pairs,
-                   "ranking_psnr": sorted(bb, key=lambda b: -res[b][m]["psnr"]["mean"])}
+                   "ranking_psnr": sorted(bb, key=lambda b: -res[b][m]["psnr"]["mean"]), "by_metric": by_metric}
     return {"backbones": backbones, "modes": modes, "seeds": seeds, "results": res, "kendall_tau": taus}
 
 
@@ -109,7 +118,10 @@ def markdown(rep: dict) -> str:
     lines.append("")
     for m, t in rep["kendall_tau"].items():
         tau = "n/a (needs 2 seeds and 2 backbones)" if t["mean"] is None else f"{t['mean']:.3f} (min {t['min']:.3f})"
-        lines.append(f"- {m}: PSNR ranking {' > '.join(t['ranking_psnr'])}; Kendall tau between seeds {tau}")
+        others = ", ".join(f"{met.upper()} {v:.3f}" for met, v in (t.get("by_metric") or {}).items()
+                           if met != "psnr" and v is not None)
+        lines.append(f"- {m}: PSNR ranking {' > '.join(t['ranking_psnr'])}; Kendall tau between seeds {tau}"
+                     + (f"; tau of the {others.replace(', ', ', of the ')} rankings" if others else ""))
     if rep.get("failed"):
         lines.append("")
         lines.append(f"{len(rep['failed'])} job(s) did not finish: " + ", ".join(f["job"] for f in rep["failed"]))
