@@ -103,3 +103,22 @@ def test_free_space_changes_the_result():
     assert cover1 > 0.95 and cover1 > cover0 + 0.1, runs
     assert err1 < 0.5 * err0 and err1 < 0.12, runs
     assert front1 < 0.05, runs
+
+
+def test_init_from_prior_keeps_the_voxels_at_the_surface():
+    from vision3d.backend.svraster.octree import dense_grid
+    from vision3d.surface.voxel_fit import prior_occupancy
+
+    lo, hi = torch.full((3,), -0.7), torch.full((3,), 0.7)
+    keep = prior_occupancy(DEPTH, ALPHA > 0, CAMS, lo, hi, 8, dilate=0)
+    c = dense_grid(lo, hi, 8)[0]
+    r = c[keep].norm(dim=-1)
+    # every kept voxel (edge 0.175) straddles or touches the sphere seen by the views; the deep inside is not kept
+    assert 10 < int(keep.sum()) < 8 ** 3 // 2 and float((r - R).abs().max()) < 0.175 * 0.87 + 0.02
+    assert int(prior_occupancy(DEPTH, ALPHA > 0, CAMS, lo, hi, 8, dilate=1).sum()) > int(keep.sum())
+    cfg = VoxelFitConfig(iterations=60, init_resolution=8, subdivide_at=[30], prune_weight=0.005, depth_l1=1.0,
+                         lr_density=0.3, init_from_prior=True)
+    grid, st = fit_voxels(IMAGES, CAMS, lo, hi, cfg, prior=DEPTH, valid=ALPHA > 0)
+    assert st["n_voxels"] <= 8 * int(prior_occupancy(DEPTH, ALPHA > 0, CAMS, lo, hi, 8, dilate=1).sum())
+    cover, err = _depth_error(grid)
+    assert cover > 0.9 and err < 0.12, (cover, err)

@@ -32,6 +32,9 @@ class VoxelFitConfig(BaseModel):
     lr_density: float = Field(0.2, gt=0)
     lr_sh: float = Field(0.05, gt=0)
     depth_l1: float = Field(0.0, ge=0.0, description="weight of the depth-prior L1 (0: off)")
+    init_from_prior: bool = Field(False, description="start only with the voxels (of the init_resolution grid) "
+                                  "that hold a back-projected depth-prior point, dilated by init_dilate voxels")
+    init_dilate: int = Field(1, ge=0, le=8, description="dilation of init_from_prior, in voxels")
     free_space: float = Field(0.0, ge=0.0, description="weight of the free-space loss on pixels with a depth "
                               "prior (0: off): the opacity in front of (1 - free_space_margin) x the prior depth "
                               "plus the opacity missing behind it (1 - alpha); clears the fog 4 views leave")
@@ -74,6 +77,32 @@ def _downscale(images: torch.Tensor, cameras: Cameras, prior, valid, f: int):
     return img, K, p, v, sizes
 
 
+def prior_occupancy(prior: torch.Tensor, valid: torch.Tensor, cameras: Cameras, lo: torch.Tensor, hi: torch.Tensor,
+                    resolution: int, dilate: int = 1) -> torch.Tensor:
+    """[resolution^3] bool, in :func:`dense_grid`'s voxel order: the voxels that hold a point of the depth prior
+    ``prior`` [C, H, W] (camera z, valid where ``valid``) lifted through ``cameras``, dilated by ``dilate`` voxels."""
+    lo, hi = torch.as_tensor(lo, dtype=torch.float32), torch.as_tensor(hi, dtype=torch.float32)
+    edge = float((hi - lo).max()) / resolution
+    start = (lo + hi) / 2 - resolution / 2 * edge
+    occ = torch.zeros(resolution, resolution, resolution)
+    for i in range(len(cameras)):
+        w, h = cameras.size(i)
+        m = valid[i, :h, :w]
+        v, u = torch.nonzero(m, as_tuple=True)
+        z = prior[i, :h, :w][m].float()
+        pix = torch.stack([u.float() + 0.5, v.float() + 0.5, torch.ones_like(z)], -1)
+        cam = (pix @ torch.linalg.inv(cameras.K[i].float()).T) * z[:, None]
+        c2w = torch.linalg.inv(cameras.world_to_cam[i].float())
+        world = cam @ c2w[:3, :3].T + c2w[:3, 3]
+        idx = torch.floor((world - start) / edge).long()
+        idx = idx[((idx >= 0) & (idx < resolution)).all(-1)]
+        occ[idx[:, 0], idx[:, 1], idx[:, 2]] = 1.0
+    if dilate > 0:
+        k = 2 * dilate + 1
+        occ = torch.nn.functional.max_pool3d(occ[None, None], k, stride=1, padding=dilate)[0, 0]
+    return occ.reshape(-1) > 0
+
+
 def render_voxels(grid: Grid, cameras: Cameras, background=(1.0, 1.0, 1.0), samples: int = 3,
                   min_transmittance: float = 1e-4, backend: str = "auto"
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -111,6 +140,10 @@ def fit_voxels(images: torch.Tensor, cameras: Cameras, lo: torch.Tensor, hi: tor
     """
     g = torch.Generator().manual_seed(seed)
     c, s, d, sh = dense_grid(lo, hi, cfg.init_resolution, cfg.init_density)
+    if cfg.init_from_prior and prior is not None:
+        keep = prior_occupancy(prior, valid, cameras, lo, hi, cfg.init_resolution, cfg.init_dilate)
+        if bool(keep.any()):
+            c, s, d, sh = c[keep], s[keep], d[keep], sh[keep]
     bg = torch.tensor(background, dtype=torch.float32)
     losses: list[float] = []
     max_w = torch.zeros(len(c))
