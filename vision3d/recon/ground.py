@@ -227,6 +227,15 @@ def _downscale(cams: Cameras, images: torch.Tensor, masks: torch.Tensor | None, 
     return Cameras(cams.world_to_cam, K, W, H, list(cams.names)), small, m
 
 
+def _refine_height(cams: Cameras, images: torch.Tensor, masks: torch.Tensor | None, normal: torch.Tensor,
+                   height: float, width: float, stride: int) -> tuple[float, float, float]:
+    """(best height, new step, its cost): 16 heights within +-1.5 ``width`` of ``height``."""
+    fine = torch.linspace(height - 1.5 * width, height + 1.5 * width, 16, dtype=torch.float64)
+    fcost, fevid = photo_cost(cams, images, normal, fine, masks=masks, stride=stride)
+    j = int(torch.where(fevid > 0, fcost, torch.full_like(fcost, math.inf)).argmin())
+    return float(fine[j]), float(fine[1] - fine[0]), float(fcost[j])
+
+
 def find_ground_plane(cams: Cameras, images: torch.Tensor, masks: torch.Tensor | None = None, *,
                       normal: torch.Tensor | None = None, steps: int = 48,
                       min_contrast: float = 0.08, min_wall: float = 0.05) -> GroundPlane | None:
@@ -293,10 +302,7 @@ def find_ground_plane(cams: Cameras, images: torch.Tensor, masks: torch.Tensor |
     for i in cands:
         h, width = float(heights[i]), step
         for _, cs, ims, ms in levels[1:]:
-            fine = torch.linspace(h - 1.5 * width, h + 1.5 * width, 16, dtype=torch.float64)
-            fcost, fevid = photo_cost(cs, ims, n, fine, masks=ms, stride=2 if cs.width >= 96 else 1)
-            j = int(torch.where(fevid > 0, fcost, torch.full_like(fcost, math.inf)).argmin())
-            h, width, fc = float(fine[j]), float(fine[1] - fine[0]), float(fcost[j])
+            h, width, fc = _refine_height(cs, ims, ms, n, h, width, stride=2 if cs.width >= 96 else 1)
         if fc < best[0]:
             best = (fc, h)
     contrast = float(cost[seen].median()) - float(c.min())
@@ -369,16 +375,12 @@ def find_ground_in_range(cams: Cameras, images: torch.Tensor, masks: torch.Tenso
         return None
     c = torch.where(seen, cost, torch.full_like(cost, math.inf))
     i = int(c.argmin())
-    step = float(heights[1] - heights[0])
-    fine = torch.linspace(float(heights[i]) - 1.5 * step, float(heights[i]) + 1.5 * step, 16, dtype=torch.float64)
-    fcost, fevid = photo_cost(cams, images, n, fine, masks=masks, stride=1)
-    j = int(torch.where(fevid > 0, fcost, torch.full_like(fcost, math.inf)).argmin())
+    h, _, fc = _refine_height(cams, images, masks, n, float(heights[i]), float(heights[1] - heights[0]), stride=1)
     # a dip against both ends and the typical height: noise on a uniform floor dips by ~half at most
     ref = min(float(c[0]), float(c[-1]), float(cost[seen].median()))
     interior = 0 < i < steps - 1
     confident = interior and math.isfinite(ref) and float(c[i]) <= max_dip * ref
-    return GroundPlane(n, float(fine[j]), float(fcost[j]), ref - float(c[i]) if math.isfinite(ref) else 0.0,
-                       confident, "silhouette")
+    return GroundPlane(n, h, fc, ref - float(c[i]) if math.isfinite(ref) else 0.0, confident, "silhouette")
 
 
 def ground_masks(cams: Cameras, images: torch.Tensor, ground: GroundPlane, *,
