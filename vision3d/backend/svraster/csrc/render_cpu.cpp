@@ -196,6 +196,16 @@ template <typename T> int sh_basis(const T *dir, int64_t B, T *out) {
 
 // One sample: voxel-local position, trilinear weights, raw density and the (unnormalised)
 // world-space gradient of the trilinear field.
+// The ray of pixel r, its voxel segments in depth order, its SH basis; returns |d|. The backward
+// pass replays the forward's ray walk, so both start here.
+template <typename T>
+inline T begin_ray(const Scene<T> &S, int64_t r, T o[3], T d[3], std::vector<Seg<T>> &segs, T *basis) {
+    pixel_ray(S, r, o, d);
+    pixel_segments(S, r, o, d, segs);
+    sh_basis(d, S.B, basis);
+    return std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
+}
+
 template <typename T> struct Sample {
     T local[3], tw[8], raw, grad[3];
 };
@@ -258,11 +268,8 @@ void forward_impl(const Scene<T> &S, int64_t R, T *rgb, T *depth, T *alpha, T *n
 #pragma omp for schedule(dynamic, 64)
         for (int64_t r = 0; r < R; ++r) {
             T o[3], d[3];
-            pixel_ray(S, r, o, d);
-            pixel_segments(S, r, o, d, segs);
+            const T dnorm = begin_ray(S, r, o, d, segs, basis);
             segs_t[tid] += (int64_t)segs.size();
-            sh_basis(d, S.B, basis);
-            const T dnorm = std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
             double od = 0.0;  // optical depth so far
             T acc = 0, ds = 0, fr = 0, col_acc[3] = {0, 0, 0}, n_acc[3] = {0, 0, 0};
             const T lim = S.limit ? S.limit[r] : T(0);
@@ -417,10 +424,7 @@ void backward_impl(const Scene<T> &S, int64_t R, const T *g_rgb, const T *g_dept
                 gnrm[1] == 0 && gnrm[2] == 0)
                 continue;
             T o[3], d[3];
-            pixel_ray(S, r, o, d);
-            pixel_segments(S, r, o, d, segs);
-            sh_basis(d, S.B, basis);
-            const T dnorm = std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
+            const T dnorm = begin_ray(S, r, o, d, segs, basis);
             recs.clear();
             double od = 0.0;
             bool stop = false;
