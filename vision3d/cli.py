@@ -32,7 +32,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         Path(args.out) if args.out else None)
     batch = len(specs) > 1
     if not batch and args.executor == "local":
-        return _run_single(args)
+        return _run_single(args, specs[0])
     if not batch:
         from vision3d.pipeline.executors import run_single_on_ray
 
@@ -48,12 +48,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _run_batch(args, specs)
 
 
-def _run_single(args: argparse.Namespace) -> int:
-    """One job in this process: ``vision3d run CONFIG`` exactly as before executors existed."""
+def _run_single(args: argparse.Namespace, spec) -> int:
+    """One job in this process: ``vision3d run CONFIG`` exactly as before executors existed; ``spec``
+    carries the ``--set`` and a lone ``--data`` match as overrides."""
     from vision3d.pipeline.config import load_job
     from vision3d.pipeline.runner import run_job
 
-    job = load_job(Path(args.config[0]), args.set)
+    job = load_job(spec.config, spec.overrides)
     result = run_job(job, out=Path(args.out) if args.out else None, device=args.device, force=args.force,
                      quiet=args.quiet)
     _print_done(result.run_dir, result.metrics)

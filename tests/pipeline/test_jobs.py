@@ -123,6 +123,16 @@ def test_a_data_error_at_run_time_does_not_stop_the_batch(toy_job, tmp_path):
     assert code == 1
 
 
+def test_a_single_data_match_is_the_jobs_data(toy_job, tmp_path):
+    """`vision3d run job.yaml --data D` with one match runs on D, not on the config's own data: folder."""
+    d = tmp_path / "d1"
+    d.mkdir()
+    (d / "base.txt").write_text("1")
+    out = tmp_path / "one"
+    assert main(["run", str(toy_job), "--data", str(d), "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["sum"]["total"] == 1 * 4 + 2 * 6
+
+
 def test_several_configs_one_command(toy_job, tmp_path):
     other = tmp_path / "other.yaml"
     other.write_text(toy_job.read_text().replace("scale: 2.0", "scale: 0.0"))
