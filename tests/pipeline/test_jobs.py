@@ -133,6 +133,31 @@ def test_a_single_data_match_is_the_jobs_data(toy_job, tmp_path):
     assert json.loads((out / "metrics.json").read_text())["sum"]["total"] == 1 * 4 + 2 * 6
 
 
+def test_jobs_of_a_batch_share_their_common_stages(toy_job, tmp_path, monkeypatch):
+    """A sweep over a later stage's setting runs the shared (``shareable``) first stage once: the
+    other jobs copy it from <out>/.stage_cache, byte for byte; a swept setting of that stage itself
+    makes each job run it."""
+    from vision3d.pipeline import runner
+
+    out = tmp_path / "grid"
+    assert main(["run", str(toy_job), "--sweep", "stages.sum.slow=0,0.0001,0.0002", "--out", str(out), "--quiet"]) == 0
+    stages = [json.loads((out / n / "manifest.json").read_text())["stages"]["count"] for n in
+              ("slow-0", "slow-0.0001", "slow-0.0002")]
+    assert "reused_from" not in stages[0]
+    assert all(".stage_cache" in s["reused_from"] for s in stages[1:])
+    numbers = {(out / n / "count" / "numbers.json").read_bytes() for n in ("slow-0", "slow-0.0001", "slow-0.0002")}
+    assert len(numbers) == 1
+    assert all(j["metrics"]["sum"]["total"] == 10 * 4 + 2 * 6 for j in _summary(out)["jobs"])
+
+    published = []
+    monkeypatch.setattr(runner, "_publish", lambda final, shared: published.append(shared))
+    out2 = tmp_path / "grid2"
+    assert main(["run", str(toy_job), "--sweep", "stages.count.scale=1,3", "--out", str(out2), "--quiet"]) == 0
+    assert len(published) == 2  # two fingerprints: each job ran (and offered) its own count stage
+    assert not any("reused_from" in json.loads((out2 / n / "manifest.json").read_text())["stages"]["count"]
+                   for n in ("scale-1", "scale-3"))
+
+
 def test_several_configs_one_command(toy_job, tmp_path):
     other = tmp_path / "other.yaml"
     other.write_text(toy_job.read_text().replace("scale: 2.0", "scale: 0.0"))

@@ -25,6 +25,7 @@ class Count(Stage):
     Params = CountParams
     inputs = ("data",)
     outputs = ("numbers",)
+    shareable = True
 
     def run(self, ctx: StageContext, params: CountParams) -> dict:
         base = float(Path(ctx.input("data"), "base.txt").read_text())

@@ -97,7 +97,8 @@ def run_one(spec: dict[str, Any], device: str | None, force: bool, quiet: bool =
     out = JobOutcome(js.name, "failed", None if js.out is None else str(js.out), node=node, varied=js.varied)
     try:
         job = load_job(js.config, js.overrides)
-        res = run_job(job, out=js.out, device=device, force=force, quiet=quiet, map_chunks=map_chunks)
+        res = run_job(job, out=js.out, device=device, force=force, quiet=quiet, map_chunks=map_chunks,
+                      stage_cache=js.stage_cache)
         out.status, out.run_dir, out.metrics = "done", str(res.run_dir), res.metrics
     except UserError as e:
         out.status, out.error = "user_error", str(e)

@@ -51,6 +51,8 @@ class JobSpec:
         overrides: ``key.path=value`` strings applied in order (``--set``, then ``data=``, then sweeps).
         out: the run directory, or None for the config's own ``out`` (a single job, as ``vision3d run`` always did).
         varied: what this job sets that its siblings set differently (for the summary table).
+        stage_cache: the batch's shared stage cache (``<out>/.stage_cache``; see
+            :mod:`vision3d.pipeline.runner`), None for a single job.
     """
 
     name: str
@@ -58,15 +60,20 @@ class JobSpec:
     overrides: list[str]
     out: Path | None
     varied: dict[str, Any] = field(default_factory=dict)
+    stage_cache: Path | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "config": str(self.config), "overrides": list(self.overrides),
-                "out": None if self.out is None else str(self.out), "varied": dict(self.varied)}
+                "out": None if self.out is None else str(self.out), "varied": dict(self.varied),
+                "stage_cache": None if self.stage_cache is None else str(self.stage_cache)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "JobSpec":
         return cls(d["name"], Path(d["config"]), list(d["overrides"]), None if d["out"] is None else Path(d["out"]),
-                   dict(d.get("varied", {})))
+                   dict(d.get("varied", {})), None if d.get("stage_cache") is None else Path(d["stage_cache"]))
+
+
+STAGE_CACHE = ".stage_cache"  # in a batch's --out folder: stages shared between its jobs
 
 
 def _split_values(text: str) -> list[str]:
@@ -208,5 +215,6 @@ def expand_jobs(configs: list[Path], sets: list[str] | None = None, sweeps: list
         else:
             seen[name] = 1
         run_dir = None if out is None else (Path(out).resolve() if len(combos) == 1 else Path(out).resolve() / name)
-        jobs.append(JobSpec(name, cfg, overrides, run_dir, varied))
+        cache = Path(out).resolve() / STAGE_CACHE if len(combos) > 1 else None
+        jobs.append(JobSpec(name, cfg, overrides, run_dir, varied, cache))
     return jobs

@@ -16,6 +16,13 @@ A stage is skipped when its fingerprint (stage code version, parameters, seed,
 the fingerprints of its inputs and the content of every user file it reads; see
 :mod:`vision3d.pipeline.fingerprint`) matches the one recorded last time.
 
+Jobs of one batch share a stage cache (``<out>/.stage_cache``, :func:`run_job`'s
+``stage_cache``): a finished stage whose class is marked ``shareable`` is copied there under
+its fingerprint, and a sibling job whose stage has the same fingerprint copies it back
+instead of running it. So a sweep over training settings computes the views, cameras and
+depth prior of a scene once, and every job reads the very same ones (docs/ARCHITECTURE.md,
+Stages and pipelines).
+
 A run directory belongs to one pipeline: the runner refuses to write into a
 folder holding another pipeline's run, or a non-empty folder that is not a run
 directory, unless ``force`` is given (docs/ARCHITECTURE.md, Errors and files).
@@ -135,6 +142,7 @@ def run_job(
     cancel: threading.Event | None = None,
     quiet: bool = False,
     map_chunks: Callable | None = None,
+    stage_cache: Path | None = None,
 ) -> RunResult:
     """Run every stage of ``job`` in order.
 
@@ -148,6 +156,8 @@ def run_job(
             (raising :class:`Cancelled`); nothing of that stage is kept.
         map_chunks: where data-parallel stages run their per-frame work
             (:class:`vision3d.pipeline.parallel.RayChunkMap`); None: in this process.
+        stage_cache: a folder shared by the jobs of a batch: ``shareable`` stages are reused from
+            it when their fingerprint matches (not with ``force``) and published to it when run.
     """
     run_dir = Path(out or job.job.out or Path("runs") / (job.source.stem if job.source else job.pipeline.name))
     run_dir = run_dir.resolve()
@@ -210,8 +220,24 @@ def run_job(
                 _atomic_json(manifest_path, manifest)
                 continue
 
+            shared = _shared_stage_dir(stage_cache, stage, fp)
             staging = staging_root / stage.id
             shutil.rmtree(staging, ignore_errors=True)
+            record = None if shared is None or force else _read_record(shared)
+            if record and record.get("fingerprint") == fp and _outputs_present(shared, record):
+                staging.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(shared, staging)
+                _swap_in(staging, final_dir)
+                log.info(f"[{stage.id}] reused from {shared}")
+                skipped.append(stage.id)
+                for name, rel in record["outputs"].items():
+                    artifacts[name] = final_dir / rel
+                    fps[name] = f"{fp}:{name}"
+                metrics[stage.id] = record.get("metrics", {})
+                manifest["stages"][stage.id] = {**_summary(record), "skipped": True, "reused_from": str(shared)}
+                _atomic_json(manifest_path, manifest)
+                _atomic_json(run_dir / "metrics.json", metrics)
+                continue
             staging.mkdir(parents=True)
             ctx = StageContext(
                 run_dir=run_dir, device=dev, seed=job.job.seed, log=log, stage_name=stage.id,
@@ -248,6 +274,8 @@ def run_job(
             }
             _atomic_json(staging / STAGE_RECORD, record)
             _swap_in(staging, final_dir)
+            if shared is not None:
+                _publish(final_dir, shared)
             for name, rel in record["outputs"].items():
                 artifacts[name] = final_dir / rel
                 fps[name] = f"{fp}:{name}"
@@ -277,6 +305,29 @@ def run_job(
                 raise
     _atomic_json(run_dir / "metrics.json", metrics)
     return RunResult(run_dir, artifacts, metrics, skipped)
+
+
+def _shared_stage_dir(stage_cache: Path | None, stage: Any, fp: str) -> Path | None:
+    """Where a ``shareable`` stage with fingerprint ``fp`` lives in the batch's stage cache."""
+    if stage_cache is None or not getattr(stage.cls, "shareable", False):
+        return None
+    return Path(stage_cache) / f"{stage.cls.name}-{fp[:24]}"
+
+
+def _publish(final_dir: Path, shared: Path) -> None:
+    """Copy a finished stage into the stage cache: whole or not at all (copy, then one rename).
+    A sibling job that published the same fingerprint first wins; a failed copy (full disk)
+    only costs the reuse, never the job."""
+    if shared.exists():
+        return
+    tmp = shared.with_name(f".{shared.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        shutil.copytree(final_dir, tmp)
+        os.rename(tmp, shared)
+    except OSError:
+        pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _read_record(stage_dir: Path) -> dict | None:

@@ -136,6 +136,9 @@ class Stage:
     outputs: ClassVar[tuple[str, ...]] = ()
     # Bump when a change to the stage's code should invalidate cached results.
     version: ClassVar[int] = 1
+    # True when the outputs depend on nothing but the fingerprint and name no path inside the
+    # run directory, so the jobs of a batch may copy them from one another (runner's stage cache).
+    shareable: ClassVar[bool] = False
 
     def run(self, ctx: StageContext, params: StageParams) -> dict[str, Any]:
         raise NotImplementedError

@@ -67,6 +67,7 @@ class LoadViews(Stage):
     Params = LoadViewsParams
     inputs = ("data",)
     outputs = ("views",)
+    shareable = True  # a sweep's jobs on one scene read the same views / cameras / prior
 
     def run(self, ctx: StageContext, params: LoadViewsParams) -> dict:
         out = ctx.output_dir("views")
@@ -99,6 +100,7 @@ class SfMCameras(Stage):
     Params = CamerasParams
     inputs = ("views",)
     outputs = ("cameras",)
+    shareable = True  # a sweep's jobs on one scene read the same views / cameras / prior
 
     def run(self, ctx: StageContext, params: CamerasParams) -> dict:
         from vision3d.recon.poses import recover_cameras
@@ -131,6 +133,7 @@ class DepthPriorStage(Stage):
     Params = DepthPriorParams
     inputs = ("views", "cameras")
     outputs = ("depth_prior",)
+    shareable = True  # a sweep's jobs on one scene read the same views / cameras / prior
 
     def run(self, ctx: StageContext, params: DepthPriorParams) -> dict:
         from vision3d.io.images import save_image
