@@ -12,12 +12,14 @@ from vision3d.app.probe_tab import HEADERS, find_sweeps, load_probe, resolve_swe
 def test_report_becomes_table_tau_and_pictures(tmp_path):
     make_probe_sweep(tmp_path / "probe")
     v = load_probe(tmp_path / "probe")
-    assert len(HEADERS) == 6 and len(v.rows) == 4
-    assert v.rows[0] == ["iuvrgb", "G", "12.05 ± 0.05", "0.400 ± 0.000", "0.500 ± 0.000", 2]
+    assert len(HEADERS) == 7 and len(v.rows) == 4
+    assert v.rows[0] == ["iuvrgb", "G", "18.05 ± 0.05", "12.05 ± 0.05", "0.400 ± 0.000", "0.500 ± 0.000", 2]
     assert [r[:2] for r in v.rows] == [["iuvrgb", "G"], ["iuvrgb", "T"], ["vgg16", "G"], ["vgg16", "T"]]
-    assert "vgg16 > iuvrgb" in v.tau and "**1.000**" in v.tau and "G (geometry)" in v.tau
-    assert "other rankings: LPIPS" not in v.tau  # LPIPS ties: no tau
-    assert [c for _p, c in v.bars] == ["PSNR", "SSIM", "LPIPS"] and all(Path(p).is_file() for p, _c in v.bars)
+    # the ranking leads with object PSNR (every run has a mask), PSNR's tau among the others
+    assert "object PSNR ranking iuvrgb > vgg16" in v.tau and "**1.000**" in v.tau and "G (geometry)" in v.tau
+    assert "PSNR 1.000" in v.tau and "LPIPS" not in v.tau  # LPIPS ties: no tau
+    assert [c for _p, c in v.bars] == ["PSNR", "object PSNR", "SSIM", "LPIPS"]
+    assert all(Path(p).is_file() for p, _c in v.bars)
     assert len(v.pictures) == 1 and v.pictures[0][1].startswith("vgg16: ground truth | G | T")
     assert "2 backbone(s) × 2 mode(s)" in v.message and "16 finished runs" in v.message
 
@@ -55,4 +57,4 @@ def test_tab_builds_in_the_page(tmp_path):
     assert comps["v3d-probe-sweep"]["value"] == "s1"
     table = comps["v3d-probe-table"]["value"]
     assert table["headers"] == HEADERS and [r[0] for r in table["data"]] == ["iuvrgb", "iuvrgb", "vgg16", "vgg16"]
-    assert len(comps["v3d-probe-bars"]["value"]) == 3
+    assert len(comps["v3d-probe-bars"]["value"]) == 4

@@ -1,5 +1,6 @@
 """Prune / subdivide of sparse-voxel grids (vision3d.backend.svraster.octree)."""
 
+import pytest
 import torch
 
 from vision3d.backend.svraster import render_rays
@@ -41,3 +42,18 @@ def test_prune_by_blend_weight_drops_unseen_voxels():
     assert 0 < len(kept[0]) < len(c)
     r2 = render_rays(o, d, *kept, samples=3)
     assert torch.allclose(r.rgb, r2.rgb, atol=2e-3) and torch.allclose(r.alpha, r2.alpha, atol=2e-3)
+
+
+def test_background_shells_tile_space_around_the_box_without_overlap():
+    from vision3d.backend.svraster.octree import background_shells, dense_grid, inside_box
+
+    lo, hi = torch.tensor([-1.0, -0.5, -0.2]), torch.tensor([1.0, 0.5, 0.4])  # cube of edge 2 around (0, 0, 0.1)
+    inner = dense_grid(lo, hi, 4)
+    c, s, _d, _sh = background_shells(lo, hi, 3)
+    assert len(c) == 3 * (8 ** 3 - 4 ** 3) and not bool(inside_box(c, lo, hi).any())
+    assert sorted(set(s.tolist())) == [0.5, 1.0, 2.0]  # shell k: edge 2^k * 2 in 8 cells
+    # inner cube + shells fill the cube of edge 2 * 2^3 exactly: volumes add up and no two voxels share a centre
+    assert float((inner[1] ** 3).sum() + (s ** 3).sum()) == pytest.approx(16.0 ** 3)
+    allc = torch.cat([inner[0], c])
+    assert len(torch.unique(allc, dim=0)) == len(allc)
+    assert float((allc - torch.tensor([0.0, 0.0, 0.1])).abs().max()) == pytest.approx(8 - 1.0)

@@ -36,11 +36,26 @@ def test_aggregate_mean_spread_and_kendall_tau():
     assert rev["kendall_tau"]["G"]["mean"] == pytest.approx(-1.0)
     assert rev["results"]["a"]["G"]["psnr"]["std"] == pytest.approx(2.0)  # 20.5 vs 16.5
     md = markdown({**rev, "failed": []})
-    assert "| a | G | 18.50 ± 2.00 |" in md and "Kendall tau between seeds -1.000" in md
+    assert "| a | G | - | 18.50 ± 2.00 |" in md and "Kendall tau between seeds -1.000" in md
     # SSIM keeps its order over the seeds, LPIPS ties everywhere (no tau)
     assert rev["kendall_tau"]["G"]["by_metric"] == {"psnr": pytest.approx(-1.0), "ssim": pytest.approx(1.0),
-                                                    "lpips": None}
+                                                    "lpips": None, "psnr_object": None}  # no masks: no object tau
     assert "tau of the SSIM 1.000 rankings" in md
+
+
+def test_object_psnr_leads_the_ranking_when_every_run_has_it():
+    rows = _rows(["c", "b", "a"])  # PSNR: the seeds disagree
+    for r in rows:
+        r["psnr_object"] = {"a": 25.0, "b": 24.0, "c": 23.0}[r["backbone"]] + 0.1 * r["seed"]
+    rep = aggregate(rows)
+    t = rep["kendall_tau"]["G"]
+    assert rep["rank_metric"] == "psnr_object" and t["metric"] == "psnr_object"
+    assert t["mean"] == pytest.approx(1.0) and t["ranking"] == ["a", "b", "c"]
+    assert t["by_metric"]["psnr"] == pytest.approx(-1.0)  # still reported beside it
+    md = markdown({**rep, "failed": []})
+    assert "| a | G | 25.05 ± 0.05 |" in md and "object PSNR ranking a > b > c" in md and "of the PSNR -1.000" in md
+    rows[0]["psnr_object"] = None  # one run without a mask: PSNR leads
+    assert aggregate(rows)["rank_metric"] == "psnr"
 
 
 def test_probe_jobs_checks_names():

@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -122,3 +123,17 @@ def test_init_from_prior_keeps_the_voxels_at_the_surface():
     assert st["n_voxels"] <= 8 * int(prior_occupancy(DEPTH, ALPHA > 0, CAMS, lo, hi, 8, dilate=1).sum())
     cover, err = _depth_error(grid)
     assert cover > 0.9 and err < 0.12, (cover, err)
+
+
+def test_background_shells_stay_coarse_and_change_the_result():
+    cfg = dict(iterations=40, init_resolution=8, subdivide_at=[20], prune_weight=0.0, lr_density=0.3)
+    lo, hi = torch.full((3,), -0.7), torch.full((3,), 0.7)
+    plain, st0 = fit_voxels(IMAGES, CAMS, lo, hi, VoxelFitConfig(**cfg))
+    shells, st = fit_voxels(IMAGES, CAMS, lo, hi, VoxelFitConfig(**cfg, background_shells=2))
+    assert st0["n_background_voxels"] == 0 and st0["n_voxels"] == 8 * 512
+    assert st["n_background_voxels"] == 2 * (512 - 64)  # not subdivided
+    assert st["n_voxels"] == 8 * 512 + st["n_background_voxels"]
+    assert float(shells[1].max()) == pytest.approx(4 * 1.4 / 8)  # the outer shell's cells
+    rgb0, _, _ = render_voxels(plain, CAMS)
+    rgb1, _, _ = render_voxels(shells, CAMS)
+    assert float((rgb0 - rgb1).abs().mean()) > 1e-3

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HEADERS = ["backbone", "mode", "PSNR ↑", "SSIM ↑", "LPIPS ↓", "scenes"]
+from vision3d.probe.report import METRIC_NAMES
+
+HEADERS = ["backbone", "mode", "object PSNR ↑", "PSNR ↑", "SSIM ↑", "LPIPS ↓", "scenes"]
 MODE_NAMES = {"G": "G (geometry)", "T": "T (texture)", "A": "A (all)"}
 _MAX_DEPTH = 3
 
@@ -71,7 +73,8 @@ class ProbeView:
     Attributes:
         message: Markdown above the table (what the folder holds, or why nothing is shown).
         rows: table rows under :data:`HEADERS` (``mean ± std`` over seeds as text).
-        tau: Markdown: per mode, the PSNR ranking and the Kendall tau between seeds.
+        tau: Markdown: per mode, the ranking (object PSNR when the runs have masks, else PSNR) and the
+            Kendall tau between seeds.
         bars: (PNG path, caption) of the bar charts; pictures: (PNG path, caption) of the
             side-by-side renders.
     """
@@ -127,17 +130,19 @@ def load_probe(folder: Path | None, root: Path | None = None) -> ProbeView:
             e = (results.get(b) or {}).get(m)
             if isinstance(e, dict):
                 n = (e.get("psnr") or {}).get("n_scenes", "")
-                rows.append([b, m, _pm(e.get("psnr"), 2), _pm(e.get("ssim"), 3), _pm(e.get("lpips"), 3), n])
+                rows.append([b, m, _pm(e.get("psnr_object"), 2), _pm(e.get("psnr"), 2), _pm(e.get("ssim"), 3),
+                             _pm(e.get("lpips"), 3), n])
     tau_lines = []
     for m, t in (rep.get("kendall_tau") or {}).items():
-        rank = " > ".join(t.get("ranking_psnr") or [])
+        metric = t.get("metric") if t.get("metric") in METRIC_NAMES else "psnr"  # reports before object PSNR: PSNR
+        rank = " > ".join(t.get("ranking") or t.get("ranking_psnr") or [])
         if isinstance(t.get("mean"), (int, float)):
             tau = f"Kendall τ between seeds **{t['mean']:.3f}** (min {t['min']:.3f})"
         else:
             tau = "Kendall τ: n/a (needs two seeds and two backbones)"
-        others = [f"{k.upper()} {v:.3f}" for k, v in (t.get("by_metric") or {}).items()
-                  if k != "psnr" and isinstance(v, (int, float))]
-        tau_lines.append(f"- {MODE_NAMES.get(m, m)}: PSNR ranking {rank}; {tau}"
+        others = [f"{METRIC_NAMES.get(k, k)} {v:.3f}" for k, v in (t.get("by_metric") or {}).items()
+                  if k != metric and isinstance(v, (int, float))]
+        tau_lines.append(f"- {MODE_NAMES.get(m, m)}: {METRIC_NAMES[metric]} ranking {rank}; {tau}"
                          + (f" (τ of the other rankings: {', '.join(others)})" if others else ""))
     seeds = rep.get("seeds") or []
     msg = (f"**{len(backbones)} backbone(s) × {len(modes)} mode(s)**, seeds {', '.join(map(str, seeds))}, "
@@ -146,7 +151,8 @@ def load_probe(folder: Path | None, root: Path | None = None) -> ProbeView:
     if failed:
         msg += f" {len(failed)} run(s) did not finish: " + ", ".join(str(f.get("job")) for f in failed[:5])
     figs = [f for f in rep.get("figures") or [] if (folder / f).is_file()]
-    bars = [(str(folder / f), f[len("bars_"):-len(".png")].upper()) for f in figs if f.startswith("bars_")]
+    bars = [(str(folder / f), METRIC_NAMES.get(f[len("bars_"):-len(".png")], f[len("bars_"):-len(".png")].upper()))
+            for f in figs if f.startswith("bars_")]
     pics = [(str(folder / f), f[len("side_by_side_"):-len(".png")] + ": ground truth | " + " | ".join(modes))
             for f in figs if f.startswith("side_by_side_")]
     return ProbeView(msg, rows, "\n".join(tau_lines), bars, pics)

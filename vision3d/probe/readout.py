@@ -39,6 +39,7 @@ from vision3d.core.cameras import Cameras
 from vision3d.core.gaussians import Gaussians, rgb_to_sh
 from vision3d.errors import UserError
 from vision3d.recon.losses import photometric_loss
+from vision3d.utils.sampling import epoch_views
 
 GROUPS = ("means", "scales", "quats", "opacities", "colors")
 _OUT_DIM = {"means": 3, "scales": 3, "quats": 4, "opacities": 1, "colors": 3}
@@ -57,7 +58,8 @@ class ReadoutConfig(BaseModel):
     stride: int = Field(2, ge=1, le=16, description="one Gaussian per stride x stride training pixels")
     feature_dim: int = Field(256, ge=3, le=1024, description="PCA dimension of the features (Feat2GS: 256)")
     hidden: int = Field(128, ge=8, le=1024, description="hidden width of each 2-layer MLP head")
-    iterations: int = Field(300, ge=1, le=100_000, description="optimisation steps (one training view each)")
+    iterations: int = Field(300, ge=1, le=100_000, description="optimisation steps (one training view each, every "
+                            "view once per epoch in a seeded random order)")
     lr_heads: float = Field(1e-3, gt=0, description="Adam learning rate of the MLP heads")
     lr_free: float = Field(1e-2, gt=0, description="Adam learning rate of the free variables")
     offset_scale: float = Field(4.0, gt=0, description="a unit mean offset moves a Gaussian this many pixel footprints")
@@ -219,8 +221,9 @@ def train_readout(base: BasePoints, features: torch.Tensor, cameras: Cameras, im
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     initial = _mean_loss(model, features, cameras, images, bg, cfg.lambda_ssim)
+    order = epoch_views(len(cameras), gen)
     for it in range(cfg.iterations):
-        v = int(torch.randint(len(cameras), (1,), generator=gen))
+        v = next(order)
         pred = render_readout(model(features), cameras, [v], bg)[0]
         loss = photometric_loss(pred, images[v], cfg.lambda_ssim)
         opt.zero_grad(set_to_none=True)

@@ -42,6 +42,7 @@ from vision3d.recon import losses as L
 from vision3d.recon.config import TrainConfig
 from vision3d.recon.pruners import build_pruners
 from vision3d.recon.terms import StepOutput, build_loss_terms
+from vision3d.utils.sampling import epoch_views
 from vision3d.utils.threads import cpu_threads
 
 
@@ -204,14 +205,12 @@ def _train(init: Gaussians, data: TrainData, cfg: TrainConfig, device: torch.dev
     pruners = build_pruners(cfg, cams, prior, prior_valid, masks, hull_front, data.hull_margin, plane, scene_scale)
     render_depth = any(t.needs_depth for t in terms)
     last_psnr: list[float] = []
-    order: list[int] = []
+    order = epoch_views(V, gen)
     steps = range(1, cfg.iterations + 1)
     it = progress(steps, cfg.iterations, "optimise") if progress else steps
     t0 = time.perf_counter()
     for step in it:
-        if not order:  # every view once per epoch, in a seeded random order
-            order = torch.randperm(V, generator=gen).tolist()
-        v = order.pop()
+        v = next(order)
         deg = min(cfg.sh_degree, (step - 1) // max(1, cfg.sh_degree_every))
         colors = torch.cat([params["sh0"], params["shN"]], 1)
         if cfg.random_background:

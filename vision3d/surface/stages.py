@@ -152,16 +152,23 @@ class TrainVoxels(Stage):
                                      progress=lambda it, total, desc: ctx.progress(it, total=total, desc=desc))
         stats["threads"] = th.chosen
         with atomic_path(ctx.output_file("voxels", ".pt")) as tmp:
-            torch.save(dict(zip(("centers", "sizes", "densities", "sh"), grid)), tmp)
+            torch.save({**dict(zip(("centers", "sizes", "densities", "sh"), grid)),
+                        "box": torch.stack([center - half, center + half])}, tmp)
         return {**{k: (round(v, 5) if isinstance(v, float) else v) for k, v in stats.items()},
                 "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _read_voxels(path):
+def _read_voxels(path, box_only: bool = False):
+    """The saved grid; ``box_only``: without the background shells (the voxels outside the fitted box)."""
+    from vision3d.backend.svraster.octree import inside_box
     from vision3d.io.torch_files import load_torch_file
 
     d = load_torch_file(path, what="voxel grid")
-    return d["centers"], d["sizes"], d["densities"], d["sh"]
+    grid = d["centers"], d["sizes"], d["densities"], d["sh"]
+    if box_only and "box" in d:
+        keep = inside_box(d["centers"], d["box"][0], d["box"][1])
+        grid = tuple(x[keep] for x in grid)
+    return grid
 
 
 class RenderVoxelParams(StageParams):
@@ -215,7 +222,9 @@ class ExtractVoxelMesh(Stage):
         if not params.enabled:
             return {"enabled": False}
         t0 = time.perf_counter()
-        grid = _read_voxels(ctx.input("voxels"))
+        # The shells hold the far ground and walls: meshing them would stretch the TSDF over the whole
+        # scene (coarser voxels on the object); the mesh is of what the box holds.
+        grid = _read_voxels(ctx.input("voxels"), box_only=True)
         with cpu_threads(ctx.device, params.threads):
             stats = _mesh_and_save(ctx, params, out, lambda c: render_voxels(grid, c))
         return {**stats, "seconds": round(time.perf_counter() - t0, 2)}

@@ -18,7 +18,7 @@ import torch
 from pydantic import BaseModel, Field, field_validator
 
 from vision3d.backend.svraster import render_view
-from vision3d.backend.svraster.octree import Grid, dense_grid, prune, subdivide
+from vision3d.backend.svraster.octree import Grid, background_shells, dense_grid, inside_box, prune, subdivide
 from vision3d.core.cameras import Cameras
 
 
@@ -45,6 +45,9 @@ class VoxelFitConfig(BaseModel):
     image_scales: list[int] = Field([1], description="image downscale factor per coarse-to-fine stage (stage k: "
                                     "before the k-th subdivision; the last entry repeats): e.g. [4, 2, 1] renders "
                                     "the 16^3 start at 1/4 resolution, as SVRaster's coarse phase")
+    background_shells: int = Field(0, ge=0, le=8, description="coarse voxel shells around the box, each twice "
+                                   "the previous extent (8^3 cells minus the inner cube; never subdivided): "
+                                   "the ground and walls beyond the box go there instead of into fog in the box")
     backend: str = Field("auto", pattern="^(auto|cpp|torch)$", description="voxel renderer: auto (C++ on CPU, "
                          "torch reference elsewhere), cpp or torch")
 
@@ -136,7 +139,7 @@ def fit_voxels(images: torch.Tensor, cameras: Cameras, lo: torch.Tensor, hi: tor
             ``ctx.progress``: progress bar and cancellation), or None.
     Returns:
         (grid, stats) with ``loss_first``, ``loss_last`` (mean photometric L1 over the first / last
-        10 % of steps), ``n_voxels``.
+        10 % of steps), ``n_voxels``, ``n_background_voxels`` (those of the shells, outside the box).
     """
     g = torch.Generator().manual_seed(seed)
     c, s, d, sh = dense_grid(lo, hi, cfg.init_resolution, cfg.init_density)
@@ -144,6 +147,9 @@ def fit_voxels(images: torch.Tensor, cameras: Cameras, lo: torch.Tensor, hi: tor
         keep = prior_occupancy(prior, valid, cameras, lo, hi, cfg.init_resolution, cfg.init_dilate)
         if bool(keep.any()):
             c, s, d, sh = c[keep], s[keep], d[keep], sh[keep]
+    if cfg.background_shells:
+        c, s, d, sh = (torch.cat(x) for x in zip((c, s, d, sh), background_shells(lo, hi, cfg.background_shells,
+                                                                                  init_density=cfg.init_density)))
     bg = torch.tensor(background, dtype=torch.float32)
     losses: list[float] = []
     max_w = torch.zeros(len(c))
@@ -187,8 +193,9 @@ def fit_voxels(images: torch.Tensor, cameras: Cameras, lo: torch.Tensor, hi: tor
         if it + 1 in cfg.subdivide_at:
             with torch.no_grad():
                 c, s, d, sh = prune((c, s, d.detach(), sh.detach()), max_w, cfg.prune_weight)
-                if len(c) * 8 <= cfg.max_voxels:
-                    c, s, d, sh = subdivide((c, s, d, sh), torch.ones(len(c), dtype=torch.bool))
+                inner = inside_box(c, lo, hi)  # the shells stay coarse
+                if len(c) + 7 * int(inner.sum()) <= cfg.max_voxels:
+                    c, s, d, sh = subdivide((c, s, d, sh), inner)
             d, sh = d.clone(), sh.clone()
             opt = make_opt(d, sh)
             max_w = torch.zeros(len(c))
@@ -196,4 +203,5 @@ def fit_voxels(images: torch.Tensor, cameras: Cameras, lo: torch.Tensor, hi: tor
             img_s, K_s, prior_s, valid_s, sizes_s = at_scale(stage)
     k = max(1, len(losses) // 10)
     grid = (c, s, d.detach(), sh.detach())
-    return grid, {"loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k, "n_voxels": len(c)}
+    return grid, {"loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k, "n_voxels": len(c),
+                  "n_background_voxels": int((~inside_box(c, lo, hi)).sum())}

@@ -31,6 +31,33 @@ def dense_grid(lo: Tensor, hi: Tensor, resolution: int, init_density: float = -2
         torch.zeros(n, sh_bases, 3, dtype=dtype)
 
 
+def background_shells(lo: Tensor, hi: Tensor, shells: int, cells: int = 8, init_density: float = -2.0,
+                      sh_bases: int = 1, dtype=torch.float32) -> Grid:
+    """Coarse voxels around the cube :func:`dense_grid` fits in the box ``lo``..``hi`` [3] (SVRaster's
+    background region for unbounded scenes): shell ``k`` (1..``shells``) is the cube of ``2^k`` times
+    that edge, minus the cube of shell ``k - 1``, cut into ``cells``^3 voxels (``cells`` even, at
+    least 4). Shells tile space without overlap, so the grid stays a set of octree-like leaves."""
+    if cells < 4 or cells % 2:
+        raise ValueError("background_shells: cells must be even and >= 4")
+    lo, hi = torch.as_tensor(lo, dtype=dtype), torch.as_tensor(hi, dtype=dtype)
+    edge, mid = float((hi - lo).max()), (lo + hi) / 2
+    out = []
+    for k in range(1, shells + 1):
+        c, s, d, sh = dense_grid(mid - edge * 2 ** (k - 1), mid + edge * 2 ** (k - 1), cells, init_density, sh_bases,
+                                 dtype)
+        outside = ((c - mid).abs() > edge * 2 ** (k - 2)).any(-1)  # not in the previous shell's cube
+        out.append((c[outside], s[outside], d[outside], sh[outside]))
+    if not out:
+        return tuple(torch.zeros((0,) + shape, dtype=dtype) for shape in ((3,), (), (8,), (sh_bases, 3)))  # type: ignore[return-value]
+    return tuple(torch.cat(x) for x in zip(*out))  # type: ignore[return-value]
+
+
+def inside_box(centers: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """[N] bool: voxel centres inside the cube :func:`dense_grid` fits in the box ``lo``..``hi``."""
+    lo, hi = torch.as_tensor(lo, dtype=centers.dtype), torch.as_tensor(hi, dtype=centers.dtype)
+    return ((centers - (lo + hi) / 2).abs() < float((hi - lo).max()) / 2).all(-1)
+
+
 def subdivide(grid: Grid, mask: Tensor) -> Grid:
     """Split the voxels where ``mask`` [N] bool into 8 children each (half the edge).
 
