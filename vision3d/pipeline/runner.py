@@ -199,6 +199,17 @@ def run_job(
     skipped: list[str] = []
     staging_root = run_dir / ".staging"
     log.info(f"vision3d: running pipeline {job.pipeline.name} on {dev} -> {run_dir}")
+
+    def adopt(stage_id: str, record: dict, stage_dir: Path, fp: str, **note: str) -> None:
+        """Take a finished stage folder's outputs and metrics as this run's (skipped or reused)."""
+        skipped.append(stage_id)
+        for name, rel in record["outputs"].items():
+            artifacts[name] = stage_dir / rel
+            fps[name] = f"{fp}:{name}"
+        metrics[stage_id] = record.get("metrics", {})
+        manifest["stages"][stage_id] = {**_summary(record), "skipped": True, **note}
+        _atomic_json(manifest_path, manifest)
+
     try:
         for stage in job.stages:
             if "data" in stage.inputs.values() and "data" in artifacts and "data" not in fps:
@@ -211,13 +222,7 @@ def run_job(
             record = _read_record(final_dir)
             if not force and record and record.get("fingerprint") == fp and _outputs_present(final_dir, record):
                 log.info(f"[{stage.id}] unchanged, skipped")
-                skipped.append(stage.id)
-                for name, rel in record["outputs"].items():
-                    artifacts[name] = final_dir / rel
-                    fps[name] = f"{fp}:{name}"
-                metrics[stage.id] = record.get("metrics", {})
-                manifest["stages"][stage.id] = {**_summary(record), "skipped": True}
-                _atomic_json(manifest_path, manifest)
+                adopt(stage.id, record, final_dir, fp)
                 continue
 
             shared = _shared_stage_dir(stage_cache, stage, fp)
@@ -229,13 +234,9 @@ def run_job(
                 shutil.copytree(shared, staging)
                 _swap_in(staging, final_dir)
                 log.info(f"[{stage.id}] reused from {shared}")
-                skipped.append(stage.id)
-                for name, rel in record["outputs"].items():
-                    artifacts[name] = final_dir / rel
-                    fps[name] = f"{fp}:{name}"
-                metrics[stage.id] = record.get("metrics", {})
-                manifest["stages"][stage.id] = {**_summary(record), "skipped": True, "reused_from": str(shared)}
-                _atomic_json(manifest_path, manifest)
+                adopt(stage.id, record, final_dir, fp, reused_from=str(shared))
+                # the copied folder replaced this run's own; a skipped stage changed nothing, so
+                # only here the previous metrics.json stops being the complete result
                 _atomic_json(run_dir / "metrics.json", metrics)
                 continue
             staging.mkdir(parents=True)

@@ -20,6 +20,8 @@ from pydantic import BaseModel, Field, field_validator
 from vision3d.backend.svraster import render_view
 from vision3d.backend.svraster.octree import Grid, background_shells, dense_grid, inside_box, prune, subdivide
 from vision3d.core.cameras import Cameras
+from vision3d.surface.regularisers import normal_depth_loss
+from vision3d.utils.sampling import epoch_views
 
 
 class VoxelFitConfig(BaseModel):
@@ -45,6 +47,9 @@ class VoxelFitConfig(BaseModel):
     image_scales: list[int] = Field([1], description="image downscale factor per coarse-to-fine stage (stage k: "
                                     "before the k-th subdivision; the last entry repeats): e.g. [4, 2, 1] renders "
                                     "the 16^3 start at 1/4 resolution, as SVRaster's coarse phase")
+    normal_depth: float = Field(0.0, ge=0.0, description="weight of the normal-depth consistency (PGSR, "
+                                "GeoSVR): the rendered normal against the normal of the rendered depth on surface "
+                                "pixels (0: off)")
     background_shells: int = Field(0, ge=0, le=8, description="coarse voxel shells around the box, each twice "
                                    "the previous extent (8^3 cells minus the inner cube; never subdivided): "
                                    "the ground and walls beyond the box go there instead of into fog in the box")
@@ -166,9 +171,10 @@ def fit_voxels(images: torch.Tensor, cameras: Cameras, lo: torch.Tensor, hi: tor
         return _downscale(images, cameras, prior, valid, cfg.image_scales[min(stage, len(cfg.image_scales) - 1)])
 
     img_s, K_s, prior_s, valid_s, sizes_s = at_scale(stage)
+    order = epoch_views(len(cameras), g)
     steps = range(cfg.iterations)
     for it in (progress(steps, cfg.iterations, "voxels") if progress is not None else steps):
-        i = int(torch.randint(len(cameras), (1,), generator=g))
+        i = next(order)
         w, h = sizes_s[i]
         lim = None
         if cfg.free_space > 0 and prior_s is not None:
@@ -182,6 +188,9 @@ def fit_voxels(images: torch.Tensor, cameras: Cameras, lo: torch.Tensor, hi: tor
             m = valid_s[i, :h, :w] & (r.alpha[..., 0] > 0.5)
             if bool(m.any()):
                 loss = loss + cfg.depth_l1 * (r.depth[..., 0][m] - prior_s[i, :h, :w][m]).abs().mean()
+        if cfg.normal_depth > 0:
+            loss = loss + cfg.normal_depth * normal_depth_loss(r.depth[..., 0], r.normal, r.alpha[..., 0],
+                                                               K_s[i].float(), cameras.world_to_cam[i].float())
         if lim is not None:
             m = valid_s[i, :h, :w]
             if bool(m.any()):
