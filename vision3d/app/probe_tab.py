@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vision3d.probe.report import METRIC_NAMES
+from vision3d.probe.report import METRIC_NAMES, tau_entry
 
 HEADERS = ["backbone", "mode", "object PSNR ↑", "PSNR ↑", "SSIM ↑", "LPIPS ↓", "scenes"]
 MODE_NAMES = {"G": "G (geometry)", "T": "T (texture)", "A": "A (all)"}
@@ -134,14 +134,13 @@ def load_probe(folder: Path | None, root: Path | None = None) -> ProbeView:
                              _pm(e.get("lpips"), 3), n])
     tau_lines = []
     for m, t in (rep.get("kendall_tau") or {}).items():
-        metric = t.get("metric") if t.get("metric") in METRIC_NAMES else "psnr"  # reports before object PSNR: PSNR
-        rank = " > ".join(t.get("ranking") or t.get("ranking_psnr") or [])
+        metric, ranking, other_taus = tau_entry(t)
+        rank = " > ".join(ranking)
         if isinstance(t.get("mean"), (int, float)):
             tau = f"Kendall τ between seeds **{t['mean']:.3f}** (min {t['min']:.3f})"
         else:
             tau = "Kendall τ: n/a (needs two seeds and two backbones)"
-        others = [f"{METRIC_NAMES.get(k, k)} {v:.3f}" for k, v in (t.get("by_metric") or {}).items()
-                  if k != metric and isinstance(v, (int, float))]
+        others = [f"{METRIC_NAMES[k]} {v:.3f}" for k, v in other_taus]
         tau_lines.append(f"- {MODE_NAMES.get(m, m)}: {METRIC_NAMES[metric]} ranking {rank}; {tau}"
                          + (f" (τ of the other rankings: {', '.join(others)})" if others else ""))
     seeds = rep.get("seeds") or []

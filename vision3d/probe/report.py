@@ -116,6 +116,17 @@ def _fmt(e: dict | None, digits: int) -> str:
 METRIC_NAMES = {"psnr": "PSNR", "psnr_object": "object PSNR", "ssim": "SSIM", "lpips": "LPIPS"}
 
 
+def tau_entry(t: dict) -> tuple[str, list[str], list[tuple[str, float]]]:
+    """One mode's ``kendall_tau`` entry read back: (rank metric, backbones best first, the other
+    metrics' (name, mean tau)). Reports written before the object-PSNR ranking rank by PSNR and
+    keep their ranking in ``ranking_psnr``."""
+    metric = t.get("metric") if t.get("metric") in METRIC_NAMES else "psnr"
+    ranking = t.get("ranking") or t.get("ranking_psnr") or []
+    others = [(k, float(v)) for k, v in (t.get("by_metric") or {}).items()
+              if k != metric and k in METRIC_NAMES and isinstance(v, (int, float))]
+    return metric, list(ranking), others
+
+
 def markdown(rep: dict) -> str:
     lines = ["| backbone | mode | object PSNR ↑ | PSNR ↑ | SSIM ↑ | LPIPS ↓ | scenes |", "|---|---|---|---|---|---|---|"]
     for b in rep["backbones"]:
@@ -129,12 +140,10 @@ def markdown(rep: dict) -> str:
                  "mask of the held-out views (the ranking's metric when every run has a mask).")
     lines.append("")
     for m, t in rep["kendall_tau"].items():
-        met_name = METRIC_NAMES[t.get("metric", "psnr")]
+        metric, ranking, other_taus = tau_entry(t)
         tau = "n/a (needs 2 seeds and 2 backbones)" if t["mean"] is None else f"{t['mean']:.3f} (min {t['min']:.3f})"
-        others = ", ".join(f"{METRIC_NAMES[met]} {v:.3f}" for met, v in (t.get("by_metric") or {}).items()
-                           if met != t.get("metric", "psnr") and v is not None)
-        ranking = t.get("ranking", t["ranking_psnr"])
-        lines.append(f"- {m}: {met_name} ranking {' > '.join(ranking)}; Kendall tau between seeds {tau}"
+        others = ", ".join(f"{METRIC_NAMES[met]} {v:.3f}" for met, v in other_taus)
+        lines.append(f"- {m}: {METRIC_NAMES[metric]} ranking {' > '.join(ranking)}; Kendall tau between seeds {tau}"
                      + (f"; tau of the {others.replace(', ', ', of the ')} rankings" if others else ""))
     if rep.get("failed"):
         lines.append("")
