@@ -133,3 +133,64 @@ def test_two_photos_placed_at_one_viewpoint_fail_unless_they_are_the_same_pictur
     photos[2] = photos[0] * 0.9 + 0.05  # the same picture, a little darker: two shots from one place
     assert check_model(merged, pts, err, obs, [], merged.names, images=photos).values["n_same_viewpoint_pairs"] == 0
     assert check_model(cams, *_scene(cams), [], cams.names, images=photos).values["n_same_viewpoint_pairs"] == 0
+
+
+def test_repeated_fraction_tells_a_repeated_pattern_from_a_random_texture():
+    from vision3d.recon.pose_checks import repeated_fraction
+
+    g = torch.Generator().manual_seed(0)
+    random = torch.rand(600, 128, generator=g).numpy()
+    tiles = np.repeat(torch.rand(60, 128, generator=g).numpy(), 10, axis=0)  # 60 corners, each 10 times
+    tiles = tiles + 0.01 * torch.rand(tiles.shape, generator=g).numpy()  # not bit-identical
+    assert repeated_fraction(random) < 0.05
+    assert repeated_fraction(tiles) > 0.95
+    assert repeated_fraction(np.concatenate([random, tiles[:600]])) == pytest.approx(0.5, abs=0.05)
+    assert repeated_fraction(random[:1]) == 0.0
+
+
+def test_a_loop_of_agreeing_pairs_through_every_photo_confirms():
+    from vision3d.recon.pose_checks import loop_confirmed
+
+    ring = {(0, 1): 2.0, (1, 2): 3.0, (2, 3): 1.0, (0, 3): 4.0}
+    assert loop_confirmed(ring, 4, 15.0)
+    assert not loop_confirmed({**ring, (0, 3): 40.0}, 4, 15.0)  # one pair disagrees: a chain, no loop
+    assert not loop_confirmed({(0, 1): 1.0, (1, 2): 1.0, (0, 2): 1.0}, 4, 15.0)  # photo 3 outside the loop
+    assert loop_confirmed({(0, 1): 1.0, (1, 2): 1.0, (0, 2): 1.0}, 3, 15.0)
+    assert not loop_confirmed({(0, 1): 1.0}, 2, 15.0)  # two photos: nothing closes
+
+
+def test_lookalike_pairs_claim_one_viewpoint_for_different_photos():
+    """Opposite photos of a symmetric ground match on an identity rotation; they are left out."""
+    from vision3d.recon.pose_checks import lookalike_pairs
+
+    cams = _orbit([0, 90, 180, 270])
+    rel = relative_rotations(cams)
+    g = torch.Generator().manual_seed(2)
+    photos = torch.rand(4, 64, 64, 3, generator=g)
+    pairs = [PairGeometry(0, 1, "CALIBRATED", 60, rel[(0, 1)]),
+             PairGeometry(0, 2, "PLANAR", 300, np.eye(3)),  # the lookalike: "the same place"
+             PairGeometry(1, 3, "CALIBRATED", 300, None)]  # no rotation: nothing to judge
+    assert [(p.i, p.j) for p in lookalike_pairs(pairs, photos)] == [(0, 2)]
+    photos[2] = photos[0] * 0.9 + 0.05  # really the same picture: kept
+    assert lookalike_pairs(pairs, photos) == []
+
+
+def test_choose_accepts_a_lone_solution_only_when_a_loop_of_pairs_confirms_it():
+    good = _orbit([0, 90, 180, 270])
+    lone = _candidate(good, (-1, -1))
+    with pytest.raises(UserError, match="nothing independent confirms it"):
+        choose_solution([lone], good.names, SfMOptions(min_agreeing=2), {})
+    lone.report.values["loop_confirmed"] = True
+    res, metrics = choose_solution([lone], good.names, SfMOptions(min_agreeing=2), {})
+    assert res is lone.result and metrics["loop_confirmed"] and metrics["n_agreeing_starts"] == 1
+
+
+def test_solutions_a_few_degrees_apart_are_one_layout():
+    """Single linkage: a - b and b - c each within the tolerance make one group even when a - c is not."""
+    a, b, c = _orbit([0, 45, 90, 135]), _orbit([0, 45, 90, 139]), _orbit([0, 45, 90, 143])
+    tol = 2.0
+    assert solution_disagreement(a, c) > tol and solution_disagreement(a, b) < tol and solution_disagreement(b, c) < tol
+    opts = SfMOptions(min_agreeing=2, checks=CheckOptions(max_disagreement_deg=tol))
+    res, metrics = choose_solution([_candidate(a, (0, 1), 130), _candidate(b, (1, 2), 120), _candidate(c, (2, 3), 110)],
+                                   a.names, opts, {})
+    assert res is not None and metrics["n_agreeing_starts"] == 3

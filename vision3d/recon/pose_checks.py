@@ -166,6 +166,72 @@ def same_viewpoint_pairs(cams: Cameras, options: CheckOptions) -> list[tuple[int
             and np.linalg.norm(C[i] - C[j]) / size < options.same_view_baseline]
 
 
+def repeated_fraction(descriptors: np.ndarray, max_distance: float = 0.25) -> float:
+    """Fraction of a photo's keypoints that have a near-twin elsewhere in the same photo.
+
+    A repeated pattern (a checkerboard floor, tiles) gives many keypoints whose descriptors
+    are almost the same; a match between two photos on such a keypoint may be with any of
+    its twins, so two-view geometry built on them can be shifted by a period or turned by
+    the pattern's symmetry. Measured with COLMAP's SIFT on the tuning half: 0.58-0.64 on
+    the checkerboard photos, 0.07-0.11 on the tablecloth, 0.19-0.50 on a plain floor.
+
+    Args:
+        descriptors: [N, D] descriptors of one photo (any scale; normalised here).
+        max_distance: L2 distance between normalised descriptors below which two keypoints are twins.
+    """
+    if len(descriptors) < 2:
+        return 0.0
+    d = torch.from_numpy(np.asarray(descriptors, dtype=np.float32))
+    d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    near = torch.full((len(d),), float("inf"))
+    for start in range(0, len(d), 1024):  # [1024, N] blocks keep memory small for 4096 keypoints
+        block = torch.cdist(d[start:start + 1024], d)
+        block[torch.arange(len(block)), torch.arange(start, start + len(block))] = float("inf")
+        near[start:start + 1024] = block.min(dim=1).values
+    return float((near < max_distance).float().mean())
+
+
+def loop_confirmed(deviations: dict, n_photos: int, max_deviation_deg: float) -> bool:
+    """Whether photo pairs that agree with a solution close a loop through every photo.
+
+    Each verified pair's rotation is estimated from its own matches, so pairs that agree with
+    the solution around a cycle (every photo in at least two agreeing pairs, as many pairs as
+    photos) confirm it independently of how the solution was built: a wrong pair rarely
+    composes with the others into a closed loop.
+
+    Args:
+        deviations: ``{(i, j): degrees}`` of checked pairs against the solution
+            (:attr:`CheckReport.pair_deviations`).
+        n_photos: photos in the solution. max_deviation_deg: largest deviation that agrees.
+    """
+    agree = [k for k, d in deviations.items() if d <= max_deviation_deg]
+    degree = np.zeros(n_photos, dtype=int)
+    for i, j in agree:
+        degree[i] += 1
+        degree[j] += 1
+    return n_photos >= 3 and len(agree) >= n_photos and bool((degree >= 2).all())
+
+
+def lookalike_pairs(pairs: list[PairGeometry], images, options: CheckOptions | None = None) -> list[PairGeometry]:
+    """Verified pairs whose own geometry says "the same viewpoint" although the photos differ.
+
+    Opposite photos of an object on a symmetric ground (a rectangular table, a checkerboard)
+    show the ground the same way round: hundreds of matches on it agree with a near-identity
+    rotation (measured: 200-480 inliers between photos 180 degrees apart, more than any true
+    pair). The mapper starts from such a pair and folds the rig in half. Two photos that are
+    not (nearly) the same picture cannot have been taken from the same place, so such a pair
+    is a lookalike and is better left out of the mapping; the remaining pairs must still hold
+    the solution together and pass :func:`check_model`.
+
+    Args:
+        pairs: the verified two-view geometries. images: the photos, [N, H, W, 3] or N [H_i, W_i, 3].
+        options: ``same_view_rotation_deg`` and ``same_view_min_ncc`` are used.
+    """
+    o = options or CheckOptions()
+    return [p for p in pairs if p.rotation is not None and rotation_angle_deg(p.rotation) < o.same_view_rotation_deg
+            and thumbnail_ncc(images[p.i], images[p.j]) < o.same_view_min_ncc]
+
+
 def check_model(cams: Cameras, points: np.ndarray, errors: np.ndarray,
                 observations: list[tuple[np.ndarray, np.ndarray]], pairs: list[PairGeometry],
                 names: list[str], options: CheckOptions | None = None,
@@ -239,6 +305,7 @@ def check_model(cams: Cameras, points: np.ndarray, errors: np.ndarray,
     rep.values["max_pair_deviation_deg"] = round(max(devs.values(), default=0.0), 2)
     rep.values["n_pairs_checked"] = len(devs)
     rep.values["n_pairs_contradicting"] = len(contra)
+    rep.values["loop_confirmed"] = loop_confirmed(devs, len(names), o.max_pair_deviation_deg)
     if len(contra) > o.max_contradicting_fraction * len(devs):
         i, j = contra[0]
         n_in = next(p.n_inliers for p in pairs if (p.i, p.j) == (i, j))
@@ -249,4 +316,5 @@ def check_model(cams: Cameras, points: np.ndarray, errors: np.ndarray,
 
 
 __all__ = ["PairGeometry", "CheckOptions", "CheckReport", "check_model", "relative_rotations", "rotation_angle_deg",
-           "triangulation_angles_deg", "spread", "same_viewpoint_pairs", "thumbnail_ncc"]
+           "triangulation_angles_deg", "spread", "same_viewpoint_pairs", "thumbnail_ncc", "lookalike_pairs",
+           "repeated_fraction", "loop_confirmed"]

@@ -80,6 +80,17 @@ class SfMOptions(BaseModel):
                                 "(6: every pair of 4 photos)")
     min_agreeing: int = Field(2, ge=1, description="solutions from different initial pairs or matchers that must "
                               "agree before one is accepted (1: accept a lone solution that passes the checks)")
+    global_mapping: bool = Field(True, description="also solve with COLMAP's global mapper (GLOMAP: rotation "
+                                 "averaging, then positions) from the SIFT matches, unless the photos show a "
+                                 "repeated pattern; photos 90 degrees apart share too few points for the "
+                                 "incremental mapper to add a third photo")
+    max_repeated_fraction: float = Field(0.45, ge=0, le=1, description="photos whose SIFT keypoints have a "
+                                         "near-twin in the same photo this often or more (mean over the photos) "
+                                         "show a repeated pattern: no global solution is tried "
+                                         "(vision3d.recon.pose_checks.repeated_fraction)")
+    drop_lookalikes: bool = Field(True, description="leave out of the mapping the photo pairs whose own geometry "
+                                  "says they were taken from the same place although they differ (opposite views of "
+                                  "a symmetric ground; vision3d.recon.pose_checks.lookalike_pairs)")
     num_threads: int = Field(2, ge=1, description="threads for extraction, matching and mapping")
     checks: CheckOptions = Field(default_factory=CheckOptions, description="thresholds of the checks a solution "
                                  "must pass (vision3d.recon.pose_checks)")
@@ -473,6 +484,10 @@ _HOW_TO_FIX = ("take the photos with more overlap (neighbouring photos sharing m
                "poses (a transforms.json or COLMAP model in the data folder)")
 
 
+#: :attr:`Candidate.init_pair` of a solution from the global mapper (no initial pair).
+GLOBAL: tuple[int, int] = (-1, -1)
+
+
 @dataclass
 class Candidate:
     """One pose solution: which matcher and initial pair made it, the model, and its checks.
@@ -548,10 +563,49 @@ def _mapper_options(opts: SfMOptions, seed: int, refine: bool, init_ids: tuple[i
     return mo
 
 
+def _global_mapper_options(opts: SfMOptions, seed: int, refine: bool):
+    """GLOMAP's options for 2-4 photos: two-view tracks count (its defaults need 3 views per
+    track and 3 photos per model), CPU solvers, seeded."""
+    import pycolmap
+
+    o = pycolmap.GlobalPipelineOptions()
+    o.min_num_matches = opts.min_inliers
+    o.min_model_size = 2
+    o.multiple_models = False
+    o.random_seed = seed
+    o.num_threads = opts.num_threads
+    m = o.mapper
+    m.random_seed = m.rotation_averaging.random_seed = m.global_positioning.random_seed = seed
+    m.num_threads = opts.num_threads
+    m.track_min_num_views_per_track = 2
+    m.global_positioning.min_num_view_per_track = 2
+    m.global_positioning.use_gpu = False
+    m.bundle_adjustment.min_track_length = 2
+    m.bundle_adjustment.ceres.use_gpu = False
+    m.bundle_adjustment.refine_focal_length = refine
+    m.bundle_adjustment.refine_extra_params = False
+    m.retriangulation.ignore_two_view_tracks = False
+    return o
+
+
+def _mean_repeated_fraction(db_path: Path) -> float:
+    """Mean over the photos in ``db_path`` of :func:`~vision3d.recon.pose_checks.repeated_fraction`
+    of their stored (SIFT) descriptors."""
+    import pycolmap
+
+    from vision3d.recon.pose_checks import repeated_fraction
+
+    with pycolmap.Database.open(str(db_path)) as db:
+        fr = [repeated_fraction(np.asarray(db.read_descriptors(im.image_id).data))
+              for im in db.read_all_images()]
+    return float(np.mean(fr)) if fr else 0.0
+
+
 def solve_candidates(images, names: Sequence[str], work_dir: Path, matcher: str, *,
                      K: torch.Tensor | None = None, options: SfMOptions | None = None,
                      seed: int = 0, focal_priors: Sequence[float | None] | None = None,
-                     camera_ids: Sequence[str] | None = None) -> tuple[list[Candidate], dict[str, int], set[str]]:
+                     camera_ids: Sequence[str] | None = None
+                     ) -> tuple[list[Candidate], dict[str, int], set[str], list[tuple[str, str]]]:
     """Every pose solution one matcher yields: one incremental mapping per initial pair
     (and focal refined / fixed), each model with all photos registered, with its checks.
 
@@ -563,11 +617,12 @@ def solve_candidates(images, names: Sequence[str], work_dir: Path, matcher: str,
         focal_priors, camera_ids: per photo, see :func:`camera_groups`.
     Returns:
         (candidates, per photo name the most verified matches it shares with another photo,
-        the names of the photos that some model registered).
+        the names of the photos that some model registered, the photo pairs left out as
+        lookalikes (:func:`~vision3d.recon.pose_checks.lookalike_pairs`)).
     """
     import pycolmap
 
-    from vision3d.recon.pose_checks import check_model
+    from vision3d.recon.pose_checks import check_model, lookalike_pairs
 
     opts = options or SfMOptions()
     work_dir = Path(work_dir)
@@ -590,6 +645,10 @@ def solve_candidates(images, names: Sequence[str], work_dir: Path, matcher: str,
     pairs = _read_pairs(db, files)
     with pycolmap.Database.open(str(db)) as d:
         ids = {im.name: im.image_id for im in d.read_all_images()}
+        dropped = lookalike_pairs(pairs, images, opts.checks) if opts.drop_lookalikes else []
+        for p in dropped:
+            d.delete_inlier_matches(ids[files[p.i]], ids[files[p.j]])
+            pairs.remove(p)
     # Every verified pair with enough inliers is an initial pair (at most 6 with 4 photos):
     # the mapper's own choice (the most inliers) is the planar or repeated-pattern pair when
     # there is one, and a solution only counts when another start confirms it.
@@ -600,29 +659,38 @@ def solve_candidates(images, names: Sequence[str], work_dir: Path, matcher: str,
         prior_f[g.members] = g.focal if g.focal is not None else opts.focal_factor * max(g.width, g.height)
     out: list[Candidate] = []
     registered: set[str] = set()
-    for p in starts[: opts.max_init_pairs]:
-        for refine in refine_options:
-            sub = work_dir / f"sparse_{p.i}_{p.j}_{int(refine)}"
-            sub.mkdir(parents=True, exist_ok=True)
-            recs = pycolmap.incremental_mapping(
-                db, img_dir, sub, options=_mapper_options(opts, seed, refine, (ids[files[p.i]], ids[files[p.j]])))
-            if not recs:
-                continue
-            rec = max(recs.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
-            res = _result_from_reconstruction(rec, names, files, factor)
-            registered |= set(res.cameras.names)
-            if res.unregistered or len(res.points) == 0:
-                continue
-            # With 2-4 photos the focal length is weakly constrained: refining it can slide into a
-            # wrong-but-consistent model (seen: focal 0.56x the truth, 100 degree rotation errors).
-            ratio = res.cameras.K[:, 0, 0].double() / prior_f[[list(names).index(n) for n in res.cameras.names]]
-            if refine and not bool(((ratio >= 0.7) & (ratio <= 1.5)).all()):
-                continue
-            obs = [(uv.numpy(), pid.numpy()) for uv, pid in res.observations]
-            report = check_model(res.cameras, res.points.double().numpy(), res.errors.numpy(), obs, pairs,
-                                 list(names), opts.checks, images=images)
-            out.append(Candidate(matcher, (p.i, p.j), refine, res, report))
-    return out, best, registered
+    # (initial pair, focal refined) of each mapping: an incremental one per start, then a global one
+    runs = [((p.i, p.j), refine) for p in starts[: opts.max_init_pairs] for refine in refine_options]
+    if matcher == "sift" and opts.global_mapping and len(names) >= 3 and starts:
+        # SIFT only: its matches survive the 90 degree turns of a ring of photos (the learned
+        # features are not rotation invariant and match the ground turned the wrong way)
+        if _mean_repeated_fraction(db) < opts.max_repeated_fraction:
+            runs += [(GLOBAL, refine) for refine in refine_options]
+    for start, refine in runs:
+        sub = work_dir / f"sparse_{start[0]}_{start[1]}_{int(refine)}"
+        sub.mkdir(parents=True, exist_ok=True)
+        if start == GLOBAL:
+            recs = pycolmap.global_mapping(db, img_dir, sub, _global_mapper_options(opts, seed, refine))
+        else:
+            recs = pycolmap.incremental_mapping(db, img_dir, sub, options=_mapper_options(
+                opts, seed, refine, (ids[files[start[0]]], ids[files[start[1]]])))
+        if not recs:
+            continue
+        rec = max(recs.values(), key=lambda r: (r.num_reg_images(), r.num_points3D()))
+        res = _result_from_reconstruction(rec, names, files, factor)
+        registered |= set(res.cameras.names)
+        if res.unregistered or len(res.points) == 0:
+            continue
+        # With 2-4 photos the focal length is weakly constrained: refining it can slide into a
+        # wrong-but-consistent model (seen: focal 0.56x the truth, 100 degree rotation errors).
+        ratio = res.cameras.K[:, 0, 0].double() / prior_f[[list(names).index(n) for n in res.cameras.names]]
+        if refine and not bool(((ratio >= 0.7) & (ratio <= 1.5)).all()):
+            continue
+        obs = [(uv.numpy(), pid.numpy()) for uv, pid in res.observations]
+        report = check_model(res.cameras, res.points.double().numpy(), res.errors.numpy(), obs, pairs,
+                             list(names), opts.checks, images=images)
+        out.append(Candidate(matcher, start, refine, res, report))
+    return out, best, registered, [(names[p.i], names[p.j]) for p in dropped]
 
 
 def solution_disagreement(a: Cameras, b: Cameras) -> float:
@@ -633,18 +701,22 @@ def solution_disagreement(a: Cameras, b: Cameras) -> float:
 
 
 def choose_solution(candidates: list[Candidate], names: Sequence[str], opts: SfMOptions,
-                    best_matches: dict[str, int], registered: set[str] = frozenset()) -> tuple[SfMResult, dict]:
+                    best_matches: dict[str, int], registered: set[str] = frozenset(),
+                    lookalikes: Sequence[tuple[str, str]] = ()) -> tuple[SfMResult, dict]:
     """The accepted solution among ``candidates``, or a :class:`UserError` saying why none is.
 
     The solutions that pass every check of :func:`~vision3d.recon.pose_checks.check_model`
-    are grouped (the same solution within ``checks.max_disagreement_deg``). The solutions are
-    accepted only when they all fall in one group (two passing layouts that differ mean the
-    photos are ambiguous; measured: accepting a clear majority let wrong solutions through)
-    holding solutions from at least ``opts.min_agreeing`` independent starts (initial pairs
-    or matchers). Within it, the solution with the most points.
+    are grouped (single linkage: the same layout when within ``checks.max_disagreement_deg``
+    of a member). The solutions are accepted only when they all fall in one group (two
+    passing layouts that differ mean the photos are ambiguous; measured: accepting a clear
+    majority let wrong solutions through) holding solutions from at least
+    ``opts.min_agreeing`` independent starts (initial pairs or matchers), or a solution whose
+    agreeing photo pairs close a loop through every photo (``loop_confirmed``). Within it,
+    the solution with the most points.
 
-    ``best_matches`` (per photo, its most verified matches with another photo) and
-    ``registered`` (photos some partial model registered) make the message of a refusal.
+    ``best_matches`` (per photo, its most verified matches with another photo),
+    ``registered`` (photos some partial model registered) and ``lookalikes`` (photo pairs left
+    out of the mapping as lookalikes) make the message of a refusal.
 
     Returns:
         (the model, the check values for the stage's metrics).
@@ -658,23 +730,27 @@ def choose_solution(candidates: list[Candidate], names: Sequence[str], opts: SfM
             raise UserError(f"could not recover camera poses for {len(missing)} of {len(names)} photos: {detail}; "
                             f"{_HOW_TO_FIX}")
         detail = ", ".join(f"{n} ({best_matches.get(n, 0)} matches)" for n in names)
-        raise UserError(f"could not recover camera poses: no two photos share enough verified feature matches "
-                        f"for a solution of every photo; photos and their best verified matches: {detail}; "
-                        f"{_HOW_TO_FIX}")
+        alike = ""
+        if lookalikes:
+            alike = (f"; left out as taken from the same viewpoint although the photos differ (a repeated pattern or "
+                     f"a symmetric ground seen from opposite sides): {', '.join(f'{a}-{b}' for a, b in lookalikes)}")
+        raise UserError(f"could not recover camera poses: no solution from the verified feature matches registers "
+                        f"every photo; photos and their best verified matches: {detail}{alike}; {_HOW_TO_FIX}")
     passing = [c for c in candidates if c.report.passed]
     if not passing:
         worst = max(candidates, key=lambda c: len(c.result.points))
         raise UserError(f"could not recover camera poses of {', '.join(names)} reliably: "
                         f"{'; '.join(worst.report.failures)}; {_HOW_TO_FIX}")
     tol = opts.checks.max_disagreement_deg
+    # single linkage: solutions within tol of any member share a group, so that solutions a few
+    # degrees apart around the right one (focal refined or not, other starts) are one layout
     groups: list[list[Candidate]] = []
     for c in sorted(passing, key=lambda c: -len(c.result.points)):
-        for g in groups:
-            if solution_disagreement(g[0].result.cameras, c.result.cameras) <= tol:
-                g.append(c)
-                break
-        else:
-            groups.append([c])
+        near = [g for g in groups if any(solution_disagreement(m.result.cameras, c.result.cameras) <= tol for m in g)]
+        merged = [c] + [m for g in near for m in g]
+        groups = [g for g in groups if not any(g is n for n in near)] + [merged]
+    for g in groups:
+        g.sort(key=lambda c: -len(c.result.points))
 
     def starts(g: list[Candidate]) -> int:
         return len({(c.matcher, c.init_pair) for c in g})
@@ -686,7 +762,10 @@ def choose_solution(candidates: list[Candidate], names: Sequence[str], opts: SfM
         raise UserError(f"could not recover camera poses of {', '.join(names)} reliably: two different camera "
                         f"layouts fit the photos ({d:.0f} deg apart; a repeated pattern such as a checkerboard "
                         f"or tiles, or a symmetric object?); {_HOW_TO_FIX}")
-    if starts(group) < opts.min_agreeing:
+    # a solution whose agreeing photo pairs close a loop through every photo is confirmed by
+    # them (pose_checks.loop_confirmed): the ring of photos 90 degrees apart has one global solution
+    looped = any(c.report.values.get("loop_confirmed") for c in group)
+    if starts(group) < opts.min_agreeing and not looped:
         raise UserError(f"could not recover camera poses of {', '.join(names)} reliably: only one solution was "
                         f"found and nothing independent confirms it (need {opts.min_agreeing} agreeing solutions "
                         f"from different starting pairs or matchers); {_HOW_TO_FIX}")
@@ -739,13 +818,15 @@ def _estimate_poses(images, names: Sequence[str], work_dir: Path, *,
     candidates: list[Candidate] = []
     best: dict[str, int] = {}
     registered: set[str] = set()
+    lookalikes: list[tuple[str, str]] = []
     for m in opts.matchers:
-        cands, b, reg = solve_candidates(images, names, work_dir / m, m, K=K, options=opts, seed=seed,
-                                         focal_priors=focal_priors, camera_ids=camera_ids)
+        cands, b, reg, alike = solve_candidates(images, names, work_dir / m, m, K=K, options=opts, seed=seed,
+                                                focal_priors=focal_priors, camera_ids=camera_ids)
         candidates += cands
         registered |= reg
+        lookalikes += [p for p in alike if p not in lookalikes]
         best = {n: max(best.get(n, 0), b.get(n, 0)) for n in names}
-    res, metrics = choose_solution(candidates, names, opts, best, registered)
+    res, metrics = choose_solution(candidates, names, opts, best, registered, lookalikes)
     res.checks = metrics
     return res
 
