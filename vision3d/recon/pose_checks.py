@@ -155,6 +155,12 @@ def thumbnail_ncc(a: torch.Tensor, b: torch.Tensor, size: int = 32) -> float:
     return float((thumb(a) * thumb(b)).sum())
 
 
+def photos_differ(images, i: int, j: int, options: CheckOptions) -> bool:
+    """Whether photos ``i`` and ``j`` are not (nearly) the same picture (thumbnail NCC below
+    ``options.same_view_min_ncc``): two such photos cannot have been taken from one place."""
+    return thumbnail_ncc(images[i], images[j]) < options.same_view_min_ncc
+
+
 def same_viewpoint_pairs(cams: Cameras, options: CheckOptions) -> list[tuple[int, int]]:
     """Pairs of cameras (i < j) a solution puts at (nearly) the same viewpoint (see
     :class:`CheckOptions` ``same_view_*``)."""
@@ -229,7 +235,7 @@ def lookalike_pairs(pairs: list[PairGeometry], images, options: CheckOptions | N
     """
     o = options or CheckOptions()
     return [p for p in pairs if p.rotation is not None and rotation_angle_deg(p.rotation) < o.same_view_rotation_deg
-            and thumbnail_ncc(images[p.i], images[p.j]) < o.same_view_min_ncc]
+            and photos_differ(images, p.i, p.j, o)]
 
 
 def check_model(cams: Cameras, points: np.ndarray, errors: np.ndarray,
@@ -282,7 +288,7 @@ def check_model(cams: Cameras, points: np.ndarray, errors: np.ndarray,
     # has merged views of a symmetric or repeated scene (opposite sides of a checkerboard floor
     # look alike from 180 degrees). Photos that are (nearly) the same picture are let through.
     same = [(i, j) for i, j in same_viewpoint_pairs(cams, o)
-            if images is None or thumbnail_ncc(images[i], images[j]) < o.same_view_min_ncc]
+            if images is None or photos_differ(images, i, j, o)]
     rep.values["n_same_viewpoint_pairs"] = len(same)
     if same:
         i, j = same[0]
@@ -316,5 +322,5 @@ def check_model(cams: Cameras, points: np.ndarray, errors: np.ndarray,
 
 
 __all__ = ["PairGeometry", "CheckOptions", "CheckReport", "check_model", "relative_rotations", "rotation_angle_deg",
-           "triangulation_angles_deg", "spread", "same_viewpoint_pairs", "thumbnail_ncc", "lookalike_pairs",
+           "triangulation_angles_deg", "spread", "same_viewpoint_pairs", "thumbnail_ncc", "photos_differ", "lookalike_pairs",
            "repeated_fraction", "loop_confirmed"]

@@ -609,7 +609,9 @@ def solve_candidates(images, names: Sequence[str], work_dir: Path, matcher: str,
                      camera_ids: Sequence[str] | None = None
                      ) -> tuple[list[Candidate], dict[str, int], set[str], list[tuple[str, str]]]:
     """Every pose solution one matcher yields: one incremental mapping per initial pair
-    (and focal refined / fixed), each model with all photos registered, with its checks.
+    (and focal refined / fixed), plus with ``options.global_mapping`` one global mapping
+    (SIFT only, no repeated pattern), each model with all photos registered, with its checks.
+    Verified pairs that are lookalikes are deleted from the database before any mapping.
 
     Args:
         images: [N, H, W, 3] float32 photos in [0, 1], or N tensors [H_i, W_i, 3] of their own
@@ -765,7 +767,8 @@ def choose_solution(candidates: list[Candidate], names: Sequence[str], opts: SfM
                         f"layouts fit the photos ({d:.0f} deg apart; a repeated pattern such as a checkerboard "
                         f"or tiles, or a symmetric object?); {_HOW_TO_FIX}")
     # a solution whose agreeing photo pairs close a loop through every photo is confirmed by
-    # them (pose_checks.loop_confirmed): the ring of photos 90 degrees apart has one global solution
+    # them (pose_checks.loop_confirmed): a ring of photos 90 degrees apart has only one start
+    # the mappers can grow to every photo, so a second agreeing start seldom exists
     looped = any(c.report.values.get("loop_confirmed") for c in group)
     if starts(group) < opts.min_agreeing and not looped:
         raise UserError(f"could not recover camera poses of {', '.join(names)} reliably: only one solution was "
