@@ -34,16 +34,9 @@ from benchmarks.sparse_grid import cases, scene_dir
 WRONG_DEG = 5.0  # issue 14: a solution is wrong when its mean rotation error exceeds this
 
 
-def true_error(cams, ref) -> float:
-    """Mean rotation error (degrees) of ``cams`` against ``ref`` after a similarity alignment."""
-    from vision3d.recon.poses import align_sim3, pose_errors, transform_cameras
-
-    return float(pose_errors(transform_cameras(cams, *align_sim3(cams, ref)), ref)["rot_err_deg_mean"])
-
-
 def collect(case, matchers: list[str], work: Path) -> dict:
     """Run every matcher on one photo set; the stored record (also pickled to ``work``)."""
-    from vision3d.recon.poses import SfMOptions, _quiet_colmap, solve_candidates
+    from vision3d.recon.poses import SfMOptions, _quiet_colmap, solution_disagreement, solve_candidates
     from vision3d.recon.views import prepare_views
 
     out = work / f"{case.name}.pkl"
@@ -63,8 +56,8 @@ def collect(case, matchers: list[str], work: Path) -> dict:
             with _quiet_colmap():
                 cands, best, registered, alike = solve_candidates(images, names, Path(tmp) / m, m,
                                                            options=SfMOptions(), seed=0)
-            for c in cands:
-                c.true_err = true_error(c.result.cameras, ref)
+            for c in cands:  # the benchmark's error: mean rotation error after a similarity alignment
+                c.true_err = solution_disagreement(ref, c.result.cameras)
             rec["by_matcher"][m] = {"candidates": cands, "best": best, "registered": registered, "lookalikes": alike,
                                     "seconds": time.perf_counter() - t0}
     tmp_out = out.with_suffix(".tmp")
