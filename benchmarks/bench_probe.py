@@ -37,7 +37,8 @@ def _run(cmd: list[str]) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("/tmp/probe_bench"), help="scenes, runs and the report")
-    ap.add_argument("--models", default="mug,teddy,racecar", help="vision3d data synth --model values (scenes)")
+    ap.add_argument("--models", default="mug,teddy,racecar",
+                    help="scenes: vision3d data synth --model values, MODEL@SCENE for another --scene than table")
     ap.add_argument("--size", default="128x128")
     ap.add_argument("--backbones", default="iuvrgb,random_cnn,alexnet,vgg16,efficientnet_lite0,xfeat")
     ap.add_argument("--modes", default="G,T,A")
@@ -61,10 +62,12 @@ def main() -> int:
         print(f"one job ({args.single_backbone}, {args.single_mode}, duck 128 px): {out['single_job_s']:.1f} s wall, "
               f"readout {out['single_readout_s']:.1f} s; held-out {out['single_job']}", flush=True)
     scenes = []
-    for model in [m for m in args.models.split(",") if m]:
-        d = work / "scenes" / model
+    for entry in [m for m in args.models.split(",") if m]:
+        model, _, ground = entry.partition("@")
+        d = work / "scenes" / entry.replace("@", "-")
         if not (d / "transforms.json").is_file():
-            _run(CLI + ["data", "synth", str(d), "--model", model, "--size", args.size, "--overwrite"])
+            _run(CLI + ["data", "synth", str(d), "--model", model, "--scene", ground or "table", "--size", args.size,
+                        "--overwrite"])
         scenes.append(d)
     sweep = work / "sweep"
     cmd = CLI + ["probe", "--backbones", args.backbones, "--modes", args.modes, "--seeds", args.seeds,

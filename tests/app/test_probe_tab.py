@@ -15,9 +15,9 @@ def test_report_becomes_table_tau_and_pictures(tmp_path):
     assert len(HEADERS) == 7 and len(v.rows) == 4
     assert v.rows[0] == ["iuvrgb", "G", "18.05 ± 0.05", "12.05 ± 0.05", "0.400 ± 0.000", "0.500 ± 0.000", 2]
     assert [r[:2] for r in v.rows] == [["iuvrgb", "G"], ["iuvrgb", "T"], ["vgg16", "G"], ["vgg16", "T"]]
-    # the ranking leads with object PSNR (every run has a mask), PSNR's tau among the others
-    assert "object PSNR ranking iuvrgb > vgg16" in v.tau and "**1.000**" in v.tau and "G (geometry)" in v.tau
-    assert "PSNR 1.000" in v.tau and "LPIPS" not in v.tau  # LPIPS ties: no tau
+    # the ranking leads with PSNR, object PSNR's tau among the others
+    assert "PSNR ranking vgg16 > iuvrgb" in v.tau and "**1.000**" in v.tau and "G (geometry)" in v.tau
+    assert "object PSNR 1.000" in v.tau and "LPIPS" not in v.tau  # LPIPS ties: no tau
     assert [c for _p, c in v.bars] == ["PSNR", "object PSNR", "SSIM", "LPIPS"]
     assert all(Path(p).is_file() for p, _c in v.bars)
     assert len(v.pictures) == 1 and v.pictures[0][1].startswith("vgg16: ground truth | G | T")

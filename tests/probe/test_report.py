@@ -31,7 +31,7 @@ def test_aggregate_mean_spread_and_kendall_tau():
     e = same["results"]["a"]["G"]["psnr"]
     assert e["mean"] == pytest.approx(20.5) and e["std"] == 0 and e["n_scenes"] == 2
     assert same["kendall_tau"]["G"]["mean"] == pytest.approx(1.0)
-    assert same["kendall_tau"]["G"]["ranking_psnr"] == ["a", "b", "c"]
+    assert same["kendall_tau"]["G"]["ranking"] == ["a", "b", "c"]
     rev = aggregate(_rows(["c", "b", "a"]))
     assert rev["kendall_tau"]["G"]["mean"] == pytest.approx(-1.0)
     assert rev["results"]["a"]["G"]["psnr"]["std"] == pytest.approx(2.0)  # 20.5 vs 16.5
@@ -43,19 +43,17 @@ def test_aggregate_mean_spread_and_kendall_tau():
     assert "tau of the SSIM 1.000 rankings" in md
 
 
-def test_object_psnr_leads_the_ranking_when_every_run_has_it():
+def test_psnr_leads_the_ranking_with_object_psnr_beside_it():
     rows = _rows(["c", "b", "a"])  # PSNR: the seeds disagree
     for r in rows:
         r["psnr_object"] = {"a": 25.0, "b": 24.0, "c": 23.0}[r["backbone"]] + 0.1 * r["seed"]
     rep = aggregate(rows)
     t = rep["kendall_tau"]["G"]
-    assert rep["rank_metric"] == "psnr_object" and t["metric"] == "psnr_object"
-    assert t["mean"] == pytest.approx(1.0) and t["ranking"] == ["a", "b", "c"]
-    assert t["by_metric"]["psnr"] == pytest.approx(-1.0)  # still reported beside it
+    assert rep["rank_metric"] == "psnr" and t["metric"] == "psnr"
+    assert t["mean"] == pytest.approx(-1.0)
+    assert t["by_metric"]["psnr_object"] == pytest.approx(1.0)  # still reported beside it
     md = markdown({**rep, "failed": []})
-    assert "| a | G | 25.05 ± 0.05 |" in md and "object PSNR ranking a > b > c" in md and "of the PSNR -1.000" in md
-    rows[0]["psnr_object"] = None  # one run without a mask: PSNR leads
-    assert aggregate(rows)["rank_metric"] == "psnr"
+    assert "| a | G | 25.05 ± 0.05 |" in md and "PSNR ranking" in md and "of the object PSNR 1.000" in md
 
 
 def test_probe_jobs_checks_names():

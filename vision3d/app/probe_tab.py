@@ -73,7 +73,7 @@ class ProbeView:
     Attributes:
         message: Markdown above the table (what the folder holds, or why nothing is shown).
         rows: table rows under :data:`HEADERS` (``mean ± std`` over seeds as text).
-        tau: Markdown: per mode, the ranking (object PSNR when the runs have masks, else PSNR) and the
+        tau: Markdown: per mode, the ranking (held-out PSNR) and the
             Kendall tau between seeds.
         bars: (PNG path, caption) of the bar charts; pictures: (PNG path, caption) of the
             side-by-side renders.
