@@ -75,6 +75,20 @@ def test_a_pair_that_contradicts_the_solution_fails_it_and_is_named():
     assert any("p1 and p2" in f for f in rep.failures)
 
 
+def test_a_depth_reversed_solution_with_the_cameras_below_the_scene_fails():
+    above = _orbit([0, 25, 50], height=0.5)
+    pts, err, obs = _scene(above)
+    rep = check_model(above, pts, err, obs, [], above.names)
+    assert rep.passed and rep.values["min_camera_elevation_deg"] > 20
+    below = _orbit([0, 25, 50], height=-0.5)  # level cameras looking up at the points (image tops up)
+    pts, err, obs = _scene(below)
+    rep = check_model(below, pts, err, obs, [], below.names)
+    assert rep.values["min_camera_elevation_deg"] < -20
+    assert any("below the scene" in f and "p0, p1, p2" in f for f in rep.failures)
+    # photos taken from below: the check can be turned off
+    assert check_model(below, pts, err, obs, [], below.names, CheckOptions(min_camera_elevation_deg=-90)).passed
+
+
 def test_too_few_points_and_too_close_photos_fail():
     cams = _orbit([0, 1])  # 1 degree apart: no depth
     pts, err, obs = _scene(cams, n=12)

@@ -76,6 +76,11 @@ class CheckOptions(BaseModel):
     max_contradicting_fraction: float = Field(0.0, ge=0, le=1, description="the solution fails when more than "
                                               "this fraction of those pairs disagree (0: any one; 0.34 let wrong "
                                               "solutions through on the tuning grid)")
+    min_camera_elevation_deg: float = Field(0.0, ge=-90, le=90, description="least elevation of every camera "
+                                            "above the middle of the 3D points (up: the images' tops): photos of "
+                                            "an object are taken from above it or level with it, and a depth-"
+                                            "reversed solution of a few close photos puts the cameras below the "
+                                            "scene looking up (-90: photos taken from below, no check)")
     max_disagreement_deg: float = Field(5.0, gt=0, description="two solutions are the same when, aligned by a "
                                         "similarity, their cameras' rotations differ by at most this many degrees "
                                         "on average (the benchmark's measure of a wrong solution)")
@@ -238,6 +243,17 @@ def lookalike_pairs(pairs: list[PairGeometry], images, options: CheckOptions | N
             and photos_differ(images, p.i, p.j, o)]
 
 
+def camera_elevations_deg(cams: Cameras, points: np.ndarray) -> list[float]:
+    """Each camera's elevation above the median of ``points`` [P, 3], degrees, "up" being
+    :func:`vision3d.recon.ground.up_direction` (level cameras, up towards the images' tops)."""
+    from vision3d.recon.ground import up_direction
+
+    up = up_direction(cams).numpy()
+    rel = cams.centers.double().numpy() - np.median(np.asarray(points, dtype=np.float64), axis=0)
+    sin = rel @ up / np.maximum(np.linalg.norm(rel, axis=1), 1e-12)
+    return [float(np.degrees(np.arcsin(np.clip(v, -1.0, 1.0)))) for v in sin]
+
+
 def check_model(cams: Cameras, points: np.ndarray, errors: np.ndarray,
                 observations: list[tuple[np.ndarray, np.ndarray]], pairs: list[PairGeometry],
                 names: list[str], options: CheckOptions | None = None,
@@ -255,7 +271,7 @@ def check_model(cams: Cameras, points: np.ndarray, errors: np.ndarray,
             photos at the same viewpoint fail it).
     Returns:
         :class:`CheckReport` with ``values``: ``min_points_per_photo``, ``min_spread``,
-        ``mean_reproj_error_px``, ``median_tri_angle_deg``, ``max_pair_deviation_deg``
+        ``mean_reproj_error_px``, ``median_tri_angle_deg``, ``min_camera_elevation_deg``, ``max_pair_deviation_deg``
         (the pairs with enough inliers vs the model) and ``n_pairs_checked``.
     """
     o = options or CheckOptions()
@@ -283,6 +299,17 @@ def check_model(cams: Cameras, points: np.ndarray, errors: np.ndarray,
     if med < o.min_tri_angle_deg:
         rep.failures.append(f"median triangulation angle {med:.2f} deg (min {o.min_tri_angle_deg}): the photos "
                             "are too close together for depth")
+
+    # Two photos a few tens of degrees apart of a sphere or a smooth object fit a depth-reversed
+    # solution as well as the true one (the Necker reversal): it mirrors the cameras' elevation,
+    # so a tabletop capture comes out looking up at the object from below (BENCHMARKS.md, pose
+    # recovery: every such solution on the tuning grid, none of the right ones).
+    elev = camera_elevations_deg(cams, points) if len(points) else [90.0] * len(names)  # no points: no scene to be below
+    rep.values["min_camera_elevation_deg"] = round(min(elev), 2)
+    low = [names[c] for c in range(len(names)) if elev[c] < o.min_camera_elevation_deg]
+    if low:
+        rep.failures.append(f"the solution puts {', '.join(low)} below the scene looking up at it (a depth-reversed "
+                            "solution; photos taken from below: stages.cameras.checks.min_camera_elevation_deg=-90)")
 
     # Two different photos cannot have been taken from the same place: a solution that says so
     # has merged views of a symmetric or repeated scene (opposite sides of a checkerboard floor

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 #: Values of :attr:`SfMOptions.matcher`: ``auto`` and the names of :data:`vision3d.recon.matching.MATCHERS`.
 MatcherName = Literal["auto", "aliked", "disk", "xfeat", "xfeat-mnn", "sift"]
 #: The matchers ``matcher: auto`` pools (chosen on the tuning half of the benchmark grid).
-AUTO_MATCHERS: tuple[str, ...] = ("sift", "xfeat")
+AUTO_MATCHERS: tuple[str, ...] = ("sift", "xfeat", "aliked")
 
 
 class SfMOptions(BaseModel):
