@@ -94,6 +94,14 @@ def up_direction(cams: Cameras) -> torch.Tensor:
     return u if u @ ref >= 0 else -u
 
 
+def camera_elevations(cams: Cameras, target: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
+    """[C] float64 elevation (radians) of each camera above the point ``target`` [3], ``up``
+    defaulting to :func:`up_direction` (negative: the camera is below it, looking up)."""
+    n = (up_direction(cams) if up is None else up).double()
+    rel = cams.centers.double() - target.double()
+    return torch.asin((rel @ n / rel.norm(dim=-1).clamp_min(1e-12)).clamp(-1, 1))
+
+
 def _pixel_grid(cams: Cameras, stride: int) -> torch.Tensor:
     """[P, 2] float64 pixel centres on a ``stride`` grid."""
     us = torch.arange(stride / 2, cams.width, stride, dtype=torch.float64)
@@ -342,8 +350,7 @@ def silhouette_height_range(cams: Cameras, masks: torch.Tensor, normal: torch.Te
     base, top = float(hts.min()) - 0.5 * hull.voxel, float(hts.max()) + 0.5 * hull.voxel
     horiz = c - hts[:, None] * n
     radius = float((horiz - horiz.mean(0)).norm(dim=-1).quantile(0.9))
-    rel = cams.centers.double() - look_at_point(cams).double()
-    elev = float(torch.asin((rel @ n / rel.norm(dim=-1).clamp_min(1e-12)).clamp(-1, 1)).max())
+    elev = float(camera_elevations(cams, look_at_point(cams), n).max())
     span = reach * radius * math.tan(min(max(elev, 0.0), math.radians(75))) + 2 * hull.voxel
     return base - hull.voxel, min(top, base + span)
 

@@ -243,17 +243,6 @@ def lookalike_pairs(pairs: list[PairGeometry], images, options: CheckOptions | N
             and photos_differ(images, p.i, p.j, o)]
 
 
-def camera_elevations_deg(cams: Cameras, points: np.ndarray) -> list[float]:
-    """Each camera's elevation above the median of ``points`` [P, 3], degrees, "up" being
-    :func:`vision3d.recon.ground.up_direction` (level cameras, up towards the images' tops)."""
-    from vision3d.recon.ground import up_direction
-
-    up = up_direction(cams).numpy()
-    rel = cams.centers.double().numpy() - np.median(np.asarray(points, dtype=np.float64), axis=0)
-    sin = rel @ up / np.maximum(np.linalg.norm(rel, axis=1), 1e-12)
-    return [float(np.degrees(np.arcsin(np.clip(v, -1.0, 1.0)))) for v in sin]
-
-
 def check_model(cams: Cameras, points: np.ndarray, errors: np.ndarray,
                 observations: list[tuple[np.ndarray, np.ndarray]], pairs: list[PairGeometry],
                 names: list[str], options: CheckOptions | None = None,
@@ -304,7 +293,13 @@ def check_model(cams: Cameras, points: np.ndarray, errors: np.ndarray,
     # solution as well as the true one (the Necker reversal): it mirrors the cameras' elevation,
     # so a tabletop capture comes out looking up at the object from below (BENCHMARKS.md, pose
     # recovery: every such solution on the tuning grid, none of the right ones).
-    elev = camera_elevations_deg(cams, points) if len(points) else [90.0] * len(names)  # no points: no scene to be below
+    if len(points):  # the scene's middle: the median of its points
+        from vision3d.recon.ground import camera_elevations
+
+        middle = torch.from_numpy(np.median(np.asarray(points, dtype=np.float64), axis=0))
+        elev = torch.rad2deg(camera_elevations(cams, middle)).tolist()
+    else:  # no points: no scene to be below
+        elev = [90.0] * len(names)
     rep.values["min_camera_elevation_deg"] = round(min(elev), 2)
     low = [names[c] for c in range(len(names)) if elev[c] < o.min_camera_elevation_deg]
     if low:
